@@ -1,10 +1,31 @@
-"""zmem: the Linux compressed-memory stack (zsmalloc, zram, zswap) rebuilt in Python."""
+"""zmem: the Linux compressed-memory stack (zsmalloc, zram, zswap) rebuilt in Python.
+
+Layers, bottom up, each in its own private module re-exported here:
+
+* memory: :mod:`zmem._arena` (4 KiB frames of an anonymous mmap);
+* allocators behind :class:`PoolBase`: :class:`Pool` (zsmalloc);
+* front-ends: :class:`Zram`;
+* surfaces: the ``zmem`` command (:mod:`zmem.cli`), :mod:`zmem.bench`.
+
+Lock ordering (outermost first): a front-end's post-processing lock
+(zram writeback/recompress) -> the pool lock (which a front-end owning the
+pool also uses for its own table) -> nothing below it.  Compaction takes the
+pool lock one zspage at a time.
+"""
 
 from ._classes import Geometry, SizeClassInfo
+from ._compress import ALGORITHMS, Codec, available_algorithms, get_codec
 from ._errors import *  # noqa: F401,F403
 from ._errors import __all__ as _errors_all
 from ._pool import PoolBase
+from ._zram import SlotFlag, Zram, parse_size
+from ._zram_stats import BdStat, DebugStat, IoStat, MmStat
 from ._zsmalloc import ClassStats, Pool
 
-__all__ = ["Pool", "PoolBase", "ClassStats", "Geometry", "SizeClassInfo", *_errors_all]
+__all__ = [
+    "Pool", "PoolBase", "ClassStats", "Geometry", "SizeClassInfo",
+    "Zram", "SlotFlag", "MmStat", "IoStat", "BdStat", "DebugStat", "parse_size",
+    "Codec", "get_codec", "available_algorithms", "ALGORITHMS",
+    *_errors_all,
+]
 __version__ = "0.1.0"

@@ -959,6 +959,22 @@ class Pool(PoolBase):
             pages_per_zspage=c.pages_per_zspage, objs_per_zspage=c.objs_per_zspage,
             freeable=c.can_compact(), zspages=sum(c.counts))
 
+    def zspage_of(self, handle: int) -> int:
+        """Id of the zspage holding the object now (changes when compaction moves it)."""
+        with self._lock:
+            obj = self._hobj[self._slot(handle)]
+            return self._frame_zspage[obj >> OBJ_INDEX_BITS]
+
+    def zspage_info(self, z: int) -> dict:
+        """Class index, pages, objects in use and capacity of zspage ``z``."""
+        with self._lock:
+            if not 0 <= z < len(self._zs_class) or self._zs_fg[z] < 0 and self._zs_inuse[z] == 0:
+                raise ValueError(f"no live zspage {z}")
+            c = self._class_by_index[self._zs_class[z]]
+            return {"class": c.index, "size": c.size, "pages": c.pages_per_zspage,
+                    "inuse": self._zs_inuse[z], "objs_per_zspage": c.objs_per_zspage,
+                    "fullness": self._zs_fg[z]}
+
     def zspage_objects(self, z: int) -> list[int]:
         """Handles of the objects in zspage ``z`` in slot order (for tests and tools)."""
         with self._lock:
