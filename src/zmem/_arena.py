@@ -57,21 +57,36 @@ class Arena:
 
     def alloc_frame(self) -> int:
         """One frame; its contents are undefined."""
-        cache = self._cache
-        free = self._free
-        if cache:
-            pfn = cache.pop()
-        elif free:
-            pfn = free.pop()
-        else:
-            pfn = self._top
-            if pfn >= self._capacity:
-                self._grow(pfn + 1)
-            self._top = pfn + 1
-        self.frames_in_use += 1
+        return self.alloc_frames(1)[0]
+
+    def alloc_frames(self, n: int) -> list[int]:
+        """``n`` frames (order-0 each, not contiguous); contents undefined.
+
+        Cached frames first (resident, no fault), then the free list, then the
+        never-used top of the mapping.
+        """
+        if self.max_frames is not None and self.frames_in_use + n > self.max_frames:
+            raise PoolExhaustedError(
+                f"arena limit of {self.max_frames} frames reached ({self.frames_in_use} in use)")
+        out: list[int] = []
+        for src in (self._cache, self._free):
+            if src:
+                take = min(n - len(out), len(src))
+                out += src[len(src) - take:]
+                del src[len(src) - take:]
+                if len(out) == n:
+                    break
+        if len(out) < n:
+            k = n - len(out)
+            top = self._top
+            if top + k > self._capacity:
+                self._grow(top + k)
+            out += range(top, top + k)
+            self._top = top + k
+        self.frames_in_use += n
         if self.frames_in_use > self.frames_peak:
             self.frames_peak = self.frames_in_use
-        return pfn
+        return out
 
     def free_frames(self, pfns) -> None:
         """Release frames: a few stay cached, the rest go back to the OS.

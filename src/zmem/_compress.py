@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from functools import partial
 from dataclasses import dataclass, field
 
 from ._classes import PAGE_SIZE
@@ -51,6 +52,10 @@ class Codec:
     winbits: int | None
     compress: object = field(repr=False, compare=False)
     decompress: object = field(repr=False, compare=False)
+    decompress_page: object = field(repr=False, compare=False, default=None)
+    """Fast path: ``decompress_page(data) -> bytes`` of at most one page, no checks;
+    raises one of ``errors`` on corrupt input.  The caller checks the length."""
+    errors: tuple = field(repr=False, compare=False, default=())
 
     @property
     def params(self) -> str:
@@ -74,14 +79,15 @@ def _unknown(name: str) -> UnsupportedAlgorithmError:
     return UnsupportedAlgorithmError(f"unknown compression algorithm {name!r}; available: {avail}")
 
 
-def _guard_decompress(fn, name: str, errors: tuple):
-    def decompress(data, size: int = PAGE_SIZE) -> bytes:
+def _checked(fast, name: str, errors: tuple):
+    """``decompress(data) -> page`` that raises DecompressionError on any failure."""
+    def decompress(data) -> bytes:
         try:
-            out = fn(data, size)
+            out = fast(data)
         except errors as exc:
             raise DecompressionError(f"{name}: stored data does not decompress: {exc}") from exc
-        if len(out) != size:
-            raise DecompressionError(f"{name}: decompressed to {len(out)} bytes, expected {size}")
+        if len(out) != PAGE_SIZE:
+            raise DecompressionError(f"{name}: decompressed to {len(out)} bytes, expected {PAGE_SIZE}")
         return out
     return decompress
 
@@ -100,11 +106,11 @@ def get_codec(name: str, level: int | None = None, dictionary: bytes | None = No
         if not dictionary:
             dictionary = None
     try:
-        comp, decomp = _BUILDERS[name](level, dictionary, winbits)
+        comp, fast, errors = _BUILDERS[name](level, dictionary, winbits)
     except ImportError as exc:
         raise UnsupportedAlgorithmError(
             f"{name}: its binding is not installed ({exc}); pip install zmem's dependencies") from exc
-    return Codec(name, level, dictionary, winbits, comp, decomp)
+    return Codec(name, level, dictionary, winbits, comp, _checked(fast, name, errors), fast, errors)
 
 
 def _lzo(level, dictionary, winbits):
@@ -119,7 +125,10 @@ def _lzo(level, dictionary, winbits):
     def compress(page) -> bytes:
         return lc(page, 1, False)
 
-    return compress, _guard_decompress(lambda d, n: ld(d, False, n), "lzo", (lzo.error,))
+    def decompress(data) -> bytes:
+        return ld(data, False, PAGE_SIZE)
+
+    return compress, decompress, (lzo.error,)
 
 
 def _lz4(level, dictionary, winbits, hc: bool = False):
@@ -140,16 +149,9 @@ def _lz4(level, dictionary, winbits, hc: bool = False):
     if dictionary is not None:
         kw["dict"] = dictionary
         dkw["dict"] = dictionary
-    bc, bd = b.compress, b.decompress
-    if len(kw) == 1:
-        def compress(page) -> bytes:
-            return bc(page, store_size=False)
-    else:
-        def compress(page) -> bytes:
-            return bc(page, **kw)
-    name = "lz4hc" if hc else "lz4"
-    return compress, _guard_decompress(lambda d, n: bd(d, uncompressed_size=n, **dkw), name,
-                                       (b.LZ4BlockError,))
+    # partial() keeps the per-page call in C: no Python frame on the hot path
+    return (partial(b.compress, **kw), partial(b.decompress, uncompressed_size=PAGE_SIZE, **dkw),
+            (b.LZ4BlockError,))
 
 
 def _lz4hc(level, dictionary, winbits):
@@ -179,10 +181,10 @@ def _zstd(level, dictionary, winbits):
     def compress(page) -> bytes:
         return contexts()[0].compress(page)
 
-    def decomp(d, n):
-        return contexts()[1].decompress(d, max_output_size=n)
+    def decompress(data) -> bytes:
+        return contexts()[1].decompress(data, max_output_size=PAGE_SIZE)
 
-    return compress, _guard_decompress(decomp, "zstd", (zs.ZstdError,))
+    return compress, decompress, (zs.ZstdError,)
 
 
 def _deflate(level, dictionary, winbits):
@@ -199,11 +201,10 @@ def _deflate(level, dictionary, winbits):
         c = compressobj(lvl, zlib.DEFLATED, wb, **zkw)
         return c.compress(page) + c.flush()
 
-    def decomp(d, n):
-        o = decompressobj(wb, **zkw)
-        return o.decompress(d, n)
+    def decompress(data) -> bytes:
+        return decompressobj(wb, **zkw).decompress(data, PAGE_SIZE)
 
-    return compress, _guard_decompress(decomp, "deflate", (zlib.error,))
+    return compress, decompress, (zlib.error,)
 
 
 _BUILDERS = {"lzo": _lzo, "lz4": _lz4, "lz4hc": _lz4hc, "zstd": _zstd, "deflate": _deflate}

@@ -196,6 +196,7 @@ class Zram:
                  backing_dev: str | os.PathLike | None = None,
                  track_access_time: bool = False,
                  timer: Callable[[], float] = time.monotonic,
+                 workers: int = 0,
                  name: str = "zram") -> None:
         size = parse_size(disksize)
         if size <= 0:
@@ -212,9 +213,13 @@ class Zram:
                 raise ValueError(f"recompression priority must be 1..{ZRAM_MAX_COMPS - 1}, got {prio}")
             comps[prio] = _codec_from(spec)
         self._comps = comps
+        self._codec_errors = tuple({e for c in comps if c is not None for e in c.errors})
         self.pool = Pool(chain_size)
         self.huge_class_size = self.pool.huge_class_size
         self._lock = self.pool.lock
+        self._store = self.pool._store_locked
+        self._free_obj = self.pool._free_locked
+        self._workers = None
         self._pp_lock = threading.Lock()  # one writeback/recompress at a time
         self._timer = timer
         self._t0 = timer()
@@ -228,6 +233,10 @@ class Zram:
         self._limit_pages = 0
         self.mem_limit = mem_limit
         self._zero_stats()
+        if workers:
+            from ._workers import CodecWorkers
+
+            self._workers = CodecWorkers(workers, self._comps)
 
     def _zero_stats(self) -> None:
         self._pages_stored = 0
@@ -410,17 +419,16 @@ class Zram:
     # the page paths
 
     def _write_pages(self, index: int, data: bytes, npages: int) -> None:
+        workers = self._workers
+        if workers is not None and npages >= workers.min_pages and workers.try_acquire():
+            try:
+                workers.write_pages(self, index, data, npages)
+            finally:
+                workers.release()
+            return
         compress = self._comps[0].compress
-        huge = self.huge_class_size
-        store = self.pool._store_locked
-        free_obj = self.pool._free_locked
-        pool = self.pool
-        th, tf = self._handle, self._flags
-        ac = self._actime
-        now = self._timer() - self._t0 if ac is not None else 0.0
+        commit, commit_same = self._commit_page, self._commit_same
         acquire, release = self._lock.acquire, self._lock.release
-        limit = self._limit_pages
-        free_slot = self._free_slot
         pos = 0
         for idx in range(index, index + npages):
             page = data[pos:pos + PAGE_SIZE]
@@ -429,53 +437,74 @@ class Zram:
             if w == page[4088:] and page == w * 512:
                 acquire()
                 try:
-                    if th[idx] or tf[idx]:
-                        free_slot(idx)
-                    th[idx] = int.from_bytes(w, "little")
-                    tf[idx] = _SAME
-                    self._same_pages += 1
-                    self._pages_stored += 1
-                    if ac is not None:
-                        ac[idx] = now
+                    commit_same(idx, int.from_bytes(w, "little"))
                 finally:
                     release()
                 continue
             c = compress(page)
-            n = len(c)
             acquire()
             try:
-                if n >= huge:
-                    h = store(page, PAGE_SIZE)
-                    n = PAGE_SIZE
-                    flags = _HUGE | PAGE_SIZE
-                else:
-                    h = store(c, n)
-                    flags = n
-                total = pool._pages_allocated
-                if total > self._max_used_pages:
-                    self._max_used_pages = total
-                if limit and total > limit:
-                    free_obj(h)
-                    self._failed_writes += 1
-                    raise MemLimitError(
-                        f"{self.name}: writing page {idx} would exceed mem_limit "
-                        f"({limit} pages; the pool would hold {total})")
-                if th[idx] or tf[idx]:
-                    free_slot(idx)
-                th[idx] = h
-                tf[idx] = flags
-                self._pages_stored += 1
-                self._compr_data_size += n
-                if flags & _HUGE:
-                    self._huge_pages += 1
-                    self._huge_pages_since += 1
-                if ac is not None:
-                    ac[idx] = now
+                commit(idx, c, len(c), page)
             finally:
                 release()
 
+    def _commit_same(self, idx: int, word: int) -> None:
+        """``write_same_filled_page`` (lock held): no allocation, the word is the content."""
+        if self._handle[idx] or self._flags[idx]:
+            self._free_slot(idx)
+        self._handle[idx] = word
+        self._flags[idx] = _SAME
+        self._same_pages += 1
+        self._pages_stored += 1
+        if self._actime is not None:
+            self._actime[idx] = self._timer() - self._t0
+
+    def _commit_page(self, idx: int, c, n: int, page) -> None:
+        """Store one compressed page into slot ``idx`` (lock held).
+
+        ``c`` holds the ``n`` compressed bytes, ``page`` the original (stored
+        raw when ``n >= huge_class_size``).  The new object is allocated and
+        the limit checked before the old content is freed, as
+        ``zram_write_page`` does.
+        """
+        if n >= self.huge_class_size:
+            h = self._store(page, PAGE_SIZE)
+            n = PAGE_SIZE
+            flags = _HUGE | PAGE_SIZE
+        else:
+            h = self._store(c, n)
+            flags = n
+        total = self.pool._pages_allocated
+        if total > self._max_used_pages:
+            self._max_used_pages = total
+        if self._limit_pages and total > self._limit_pages:
+            self._free_obj(h)
+            self._failed_writes += 1
+            raise MemLimitError(
+                f"{self.name}: writing page {idx} would exceed mem_limit "
+                f"({self._limit_pages} pages; the pool would hold {total})")
+        if self._handle[idx] or self._flags[idx]:
+            self._free_slot(idx)
+        self._handle[idx] = h
+        self._flags[idx] = flags
+        self._pages_stored += 1
+        self._compr_data_size += n
+        if flags & _HUGE:
+            self._huge_pages += 1
+            self._huge_pages_since += 1
+        if self._actime is not None:
+            self._actime[idx] = self._timer() - self._t0
+
     def _read_pages(self, index: int, npages: int) -> bytes:
+        workers = self._workers
+        if workers is not None and npages >= workers.min_pages and workers.try_acquire():
+            try:
+                return self._read_pages_parallel(index, npages)
+            finally:
+                workers.release()
         comps = self._comps
+        primary = comps[0].decompress_page
+        errors = self._codec_errors
         read = self.pool._read_locked
         th, tf = self._handle, self._flags
         ac = self._actime
@@ -492,19 +521,59 @@ class Zram:
                     raw = None
                 else:
                     raw = read(h, f & _SIZE_MASK)
-                tf[idx] = f & ~(_IDLE | _PP)
+                if f & (_IDLE | _PP):
+                    tf[idx] = f & ~(_IDLE | _PP)
                 if ac is not None and (f or h):
                     ac[idx] = now
             finally:
                 release()
             if raw is not None:
                 try:
-                    page = comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress(raw)
-                except DecompressionError:
+                    if f & _PRIO_MASK:
+                        page = comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress_page(raw)
+                    else:
+                        page = primary(raw)
+                except errors as exc:
                     self._failed_reads += 1
-                    raise
+                    raise DecompressionError(f"{self.name}: page {idx} does not decompress: {exc}") from exc
+                if len(page) != PAGE_SIZE:
+                    self._failed_reads += 1
+                    raise DecompressionError(
+                        f"{self.name}: page {idx} decompressed to {len(page)} bytes, expected {PAGE_SIZE}")
             out.append(page)
         return out[0] if npages == 1 else b"".join(out)
+
+    def _read_pages_parallel(self, index: int, npages: int) -> bytes:
+        """Copy compressed objects out here, decompress them in the worker processes."""
+        read = self.pool._read_locked
+        th, tf = self._handle, self._flags
+        ac = self._actime
+        now = self._timer() - self._t0 if ac is not None else 0.0
+        out = bytearray(npages * PAGE_SIZE)
+        items = []
+        acquire, release = self._lock.acquire, self._lock.release
+        for k, idx in enumerate(range(index, index + npages)):
+            acquire()
+            try:
+                f = tf[idx]
+                h = th[idx]
+                if f & (_SAME | _WB | _HUGE) or not h:
+                    if h or f:
+                        out[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = self._read_special(idx, f, h)
+                else:
+                    items.append((k, read(h, f & _SIZE_MASK), (f & _PRIO_MASK) >> _PRIO_SHIFT))
+                if f & (_IDLE | _PP):
+                    tf[idx] = f & ~(_IDLE | _PP)
+                if ac is not None and (f or h):
+                    ac[idx] = now
+            finally:
+                release()
+        try:
+            self._workers.decompress(items, out)  # type: ignore[union-attr]
+        except DecompressionError:
+            self._failed_reads += 1
+            raise
+        return bytes(out)
 
     def _read_special(self, idx: int, f: int, h: int) -> bytes:
         """A same-filled, huge, written-back or empty slot (lock held)."""
@@ -814,7 +883,10 @@ class Zram:
         return total
 
     def close(self) -> None:
-        """Release the pool and the backing file."""
+        """Release the pool, the worker processes and the backing file."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
         if self._bd is not None:
             self._bd.close()
             self._bd = None

@@ -83,6 +83,9 @@ _ALLOC_GROUPS = (1 << ZS_INUSE_RATIO_100) - 1
 _SLOT_MASK = 0xFFFFFFFF
 _GEN_MASK = 0xFFFF
 
+#: highest set bit of a group mask: the fullest non-empty group malloc may use
+_HIGHEST_GROUP = [-1] + [m.bit_length() - 1 for m in range(1, 1 << ZS_INUSE_RATIO_100)]
+
 _word = Struct("<q")
 _unpack_word = _word.unpack_from
 _pack_word = _word.pack_into
@@ -213,6 +216,9 @@ class Pool(PoolBase):
 
         self._pages_allocated = 0
         self._pages_compacted = 0
+        #: zmem's own counters (the kernel has none): objects and bytes compaction moved
+        self.objects_moved = 0
+        self.bytes_moved = 0
         self._build_fastpaths()
 
         self.auto_compact = auto_compact
@@ -550,48 +556,60 @@ class Pool(PoolBase):
 
     def _alloc_frames(self, n: int) -> list[int]:
         arena = self._arena
-        if not arena.can_alloc(n):
-            raise PoolExhaustedError(
-                f"pool page limit reached ({arena.max_frames} pages, {arena.frames_in_use} in use)")
-        pfns = [arena.alloc_frame() for _ in range(n)]
+        try:
+            pfns = arena.alloc_frames(n)
+        except PoolExhaustedError as exc:
+            raise PoolExhaustedError(f"pool cannot grow: {exc}") from None
         fz = self._frame_zspage
         if len(fz) < arena.capacity_frames:
             grow = arena.capacity_frames - len(fz)
             fz.extend(array("i", [-1]) * grow)
             self._frame_next.extend(array("i", [-1]) * grow)
-            self._mm = arena.mm
         return pfns
 
+    def _grow_handles(self) -> None:
+        """Add a chunk of free handle slots (the kernel's handle slab grows the same way)."""
+        old = len(self._hobj)
+        k = max(256, old // 4)
+        self._hobj.extend(array("q", [-1]) * k)
+        self._hsize.extend(array("H", bytes(2 * k)))
+        self._hgen.extend(array("H", bytes(2 * k)))
+        self._hfree.extend(range(old + k - 1, old - 1, -1))
+
+    def _grow_zspage_ids(self) -> None:
+        """Add a chunk of free zspage descriptors (amortises array growth)."""
+        old = len(self._zs_class)
+        k = max(64, old // 4)
+        self._zs_class.extend(array("H", bytes(2 * k)))
+        for a in (self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_next, self._zs_prev):
+            a.extend(array("i", bytes(4 * k)))
+        self._zs_fg.extend(array("b", [-1]) * k)
+        self._zs_pages.extend(array("i", [-1]) * (k * self._W))
+        # LIFO: the lowest new id is handed out first
+        self._zs_free_ids.extend(range(old + k - 1, old - 1, -1))
+
     def _alloc_zspage(self, c: _SizeClass) -> int:
+        """``alloc_zspage``: frames chained in order, an empty free list (see bump)."""
         pfns = self._alloc_frames(c.pages_per_zspage)
-        if self._zs_free_ids:
-            z = self._zs_free_ids.pop()
-        else:
-            z = len(self._zs_class)
-            self._zs_class.append(0)
-            self._zs_inuse.append(0)
-            self._zs_freeobj.append(0)
-            self._zs_bump.append(0)
-            self._zs_fg.append(-1)
-            self._zs_next.append(-1)
-            self._zs_prev.append(-1)
-            self._zs_pages.extend(array("i", [-1]) * self._W)
+        ids = self._zs_free_ids
+        if not ids:
+            self._grow_zspage_ids()
+        z = ids.pop()
         self._zs_class[z] = c.index
         self._zs_inuse[z] = 0
         self._zs_freeobj[z] = 0
         self._zs_bump[z] = 0
-        self._zs_fg[z] = -1
         base = z * self._W
+        self._zs_pages[base:base + len(pfns)] = array("i", pfns)
         fz = self._frame_zspage
         fn = self._frame_next
         prev = -1
-        for i, pfn in enumerate(pfns):
-            self._zs_pages[base + i] = pfn
+        for pfn in pfns:
             fz[pfn] = z
-            fn[pfn] = -1
             if prev >= 0:
                 fn[prev] = pfn
             prev = pfn
+        fn[prev] = -1
         return z
 
     def _free_zspage(self, c: _SizeClass, z: int) -> None:
@@ -662,26 +680,21 @@ class Pool(PoolBase):
         insert, remove = self._insert_zspage, self._remove_zspage
         check_slot = self._slot
         pool = self
+        highest = _HIGHEST_GROUP
+        grow_handles = self._grow_handles
 
         def store_locked(data, n: int) -> int:
             """zs_malloc(n) + zs_obj_write(data); ``data`` None only allocates."""
             c = cls_of_size[n]
-            m = c.mask & _ALLOC_GROUPS
-            if m:
-                g = m.bit_length() - 1  # find_get_zspage: "99" down to "0"
+            g = highest[c.mask & _ALLOC_GROUPS]  # find_get_zspage: "99" down to "0"
+            if g >= 0:
                 z = c.heads[g]
             else:
                 z = alloc_zspage(c)
-                g = -1
-            if hfree:
-                slot = hfree.pop()
-                handle = (hgen[slot] << 32) | slot
-            else:
-                slot = len(hobj)
-                hobj.append(-1)
-                hsize.append(0)
-                hgen.append(0)
-                handle = slot
+            if not hfree:
+                grow_handles()
+            slot = hfree.pop()
+            handle = (hgen[slot] << 32) | slot
             # obj_malloc: pop the free-list head
             idx = zs_freeobj[z]
             size = c.size
@@ -903,6 +916,8 @@ class Pool(PoolBase):
             self._copy_slot(c, used, new)
             hobj[slot] = new
             self._obj_free(c, used)
+            self.objects_moved += 1
+            self.bytes_moved += size
             if inuse[dst] == objs or inuse[src] == 0:
                 break
 
