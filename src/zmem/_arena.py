@@ -161,6 +161,11 @@ class Arena:
     # -- accounting -------------------------------------------------------
 
     @property
+    def top(self) -> int:
+        """Frames ever handed out: pfns are below this."""
+        return self._top
+
+    @property
     def capacity_frames(self) -> int:
         """Frames of address space mapped (touched or not)."""
         return self._capacity

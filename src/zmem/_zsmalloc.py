@@ -20,8 +20,7 @@ small ints; no Python object exists per object, handle or zspage.
 Handle table (per handle slot; a handle is ``generation << 32 | slot``):
   ``_hobj[slot]``   location ``pfn << OBJ_INDEX_BITS | obj_idx`` (the kernel's
                     ``obj``), or -1 when the slot is free
-  ``_hsize[slot]``  the size passed to malloc (``read`` returns that much)
-  ``_hgen[slot]``   generation, bumped on free, so a stale handle is refused
+  ``_hgen[slot]``   8-bit generation, bumped on free, so a stale handle is refused
 zspage descriptor (per zspage id; ids are recycled LIFO):
   ``_zs_class``, ``_zs_inuse``, ``_zs_freeobj`` (head of the free list, -1 =
   end), ``_zs_bump`` (see below), ``_zs_fg`` (fullness group), ``_zs_next`` /
@@ -81,7 +80,14 @@ ZS_INUSE_RATIO_100 = 11
 #: Mask of the groups malloc may take from (0..99, not 100).
 _ALLOC_GROUPS = (1 << ZS_INUSE_RATIO_100) - 1
 _SLOT_MASK = 0xFFFFFFFF
-_GEN_MASK = 0xFFFF
+#: A handle is ``generation << 32 | slot``: 40 bits.  The object header word
+#: is ``(size << 40 | handle) << 1 | 1``: the kernel's tagged handle, with the
+#: allocation size in bits the kernel leaves unused (its handles are pointers).
+_HANDLE_BITS = 40
+_HANDLE_MASK = (1 << _HANDLE_BITS) - 1
+#: 8 generation bits: a stale handle is refused unless its slot was reused
+#: exactly a multiple of 256 times since
+_GEN_MASK = 0xFF
 
 #: highest set bit of a group mask: the fullest non-empty group malloc may use
 _HIGHEST_GROUP = [-1] + [m.bit_length() - 1 for m in range(1, 1 << ZS_INUSE_RATIO_100)]
@@ -195,8 +201,7 @@ class Pool(PoolBase):
         self._compacting = threading.Lock()  # compaction_in_progress
 
         self._hobj = array("q", [-1])  # slot 0 is never used: no handle is 0
-        self._hsize = array("H", [0])
-        self._hgen = array("H", [0])
+        self._hgen = array("B", [0])
         self._hfree = array("i")
 
         w = chain_size
@@ -209,6 +214,7 @@ class Pool(PoolBase):
         self._zs_next = array("i")
         self._zs_prev = array("i")
         self._zs_pages = array("i")
+        self._zs_huge_size = array("H")  # a huge object's size (it has no header)
         self._zs_free_ids = array("i")
 
         self._frame_zspage = array("i")
@@ -282,11 +288,11 @@ class Pool(PoolBase):
         with self._lock:
             slot = self._slot(handle)
             n = len(data)
-            if n > self._hsize[slot]:
+            size, c = self._size_class(slot)
+            if n > size:
                 raise WriteTooLargeError(
-                    f"write of {n} bytes to handle {handle:#x} allocated with "
-                    f"{self._hsize[slot]} bytes")
-            self._write_obj(self._hobj[slot], self._cls_of_size[self._hsize[slot]], data, n)
+                    f"write of {n} bytes to handle {handle:#x} allocated with {size} bytes")
+            self._write_obj(self._hobj[slot], c, data, n)
 
     def read(self, handle: int, length: int | None = None) -> bytes:
         """A copy of the object (its allocated size, or its first ``length`` bytes)."""
@@ -294,20 +300,20 @@ class Pool(PoolBase):
             if length is None:
                 return self._read_locked(handle)
             slot = self._slot(handle)
-            n = self._check_length(length, self._hsize[slot], handle)
-            return self._read_obj(self._hobj[slot], self._cls_of_size[self._hsize[slot]], n)
+            size, c = self._size_class(slot)
+            n = self._check_length(length, size, handle)
+            return self._read_obj(self._hobj[slot], c, n)
 
     def read_into(self, handle: int, buf, length: int | None = None) -> int:
         """Copy the object into ``buf`` (a writable buffer) without an intermediate copy."""
         out = memoryview(buf).cast("B")
         with self._lock:
             slot = self._slot(handle)
-            size = self._hsize[slot]
+            size, c = self._size_class(slot)
             n = size if length is None else self._check_length(length, size, handle)
             if len(out) < n:
                 raise ValueError(f"buffer of {len(out)} bytes is too small for {n} bytes")
             obj = self._hobj[slot]
-            c = self._cls_of_size[size]
             pfn = obj >> OBJ_INDEX_BITS
             off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
             if not c.huge:
@@ -329,7 +335,7 @@ class Pool(PoolBase):
     def size_of(self, handle: int) -> int:
         """The size the object was allocated with."""
         with self._lock:
-            return self._hsize[self._slot(handle)]
+            return self._size_class(self._slot(handle))[0]
 
     def store(self, data) -> int:
         """``malloc(len(data))`` and ``write(data)`` under one lock hold."""
@@ -430,7 +436,7 @@ class Pool(PoolBase):
                     owner = self._huge_owner(z)
                 else:
                     hdr = _unpack_word(mm, (new << PAGE_SHIFT) + ((idx * size) & PAGE_MASK))[0]
-                    owner = hdr >> 1 if hdr & 1 else -1
+                    owner = (hdr >> 1) & _HANDLE_MASK if hdr & 1 else -1
                 if owner >= 0:
                     hobj[owner & _SLOT_MASK] = (new << OBJ_INDEX_BITS) | idx
                 idx += 1
@@ -469,7 +475,7 @@ class Pool(PoolBase):
     def metadata_bytes(self) -> int:
         """Bytes of all bookkeeping arrays (allocated capacity, not just used)."""
         total = self._arena.metadata_bytes()
-        for a in (self._hobj, self._hsize, self._hgen, self._hfree, self._zs_class,
+        for a in (self._hobj, self._zs_huge_size, self._hgen, self._hfree, self._zs_class,
                   self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_fg,
                   self._zs_next, self._zs_prev, self._zs_pages, self._zs_free_ids,
                   self._frame_zspage, self._frame_next):
@@ -514,6 +520,17 @@ class Pool(PoolBase):
         if self._hobj[slot] < 0:
             raise DoubleFreeError(f"handle {handle:#x} was already freed")
         return slot
+
+    def _size_class(self, slot: int) -> tuple[int, _SizeClass]:
+        """Allocation size and class of a live slot (lock held)."""
+        obj = self._hobj[slot]
+        pfn = obj >> OBJ_INDEX_BITS
+        z = self._frame_zspage[pfn]
+        c = self._class_by_index[self._zs_class[z]]
+        if c.huge:
+            return self._zs_huge_size[z], c
+        off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
+        return _unpack_word(self._mm, (pfn << PAGE_SHIFT) + off)[0] >> (_HANDLE_BITS + 1), c
 
     @staticmethod
     def _check_length(length: int, size: int, handle: int) -> int:
@@ -561,8 +578,10 @@ class Pool(PoolBase):
         except PoolExhaustedError as exc:
             raise PoolExhaustedError(f"pool cannot grow: {exc}") from None
         fz = self._frame_zspage
-        if len(fz) < arena.capacity_frames:
-            grow = arena.capacity_frames - len(fz)
+        top = arena.top
+        if len(fz) < top:
+            # page descriptors only for frames ever handed out, grown by 1/8
+            grow = max(top - len(fz), len(fz) >> 3, 64)
             fz.extend(array("i", [-1]) * grow)
             self._frame_next.extend(array("i", [-1]) * grow)
         return pfns
@@ -570,17 +589,17 @@ class Pool(PoolBase):
     def _grow_handles(self) -> None:
         """Add a chunk of free handle slots (the kernel's handle slab grows the same way)."""
         old = len(self._hobj)
-        k = max(256, old // 4)
+        k = max(256, old >> 3)
         self._hobj.extend(array("q", [-1]) * k)
-        self._hsize.extend(array("H", bytes(2 * k)))
-        self._hgen.extend(array("H", bytes(2 * k)))
+        self._hgen.extend(array("B", bytes(k)))
         self._hfree.extend(range(old + k - 1, old - 1, -1))
 
     def _grow_zspage_ids(self) -> None:
         """Add a chunk of free zspage descriptors (amortises array growth)."""
         old = len(self._zs_class)
-        k = max(64, old // 4)
+        k = max(64, old >> 3)
         self._zs_class.extend(array("H", bytes(2 * k)))
+        self._zs_huge_size.extend(array("H", bytes(2 * k)))
         for a in (self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_next, self._zs_prev):
             a.extend(array("i", bytes(4 * k)))
         self._zs_fg.extend(array("b", [-1]) * k)
@@ -627,8 +646,8 @@ class Pool(PoolBase):
     # ------------------------------------------------------------------
     # objects (obj_malloc / obj_free), lock held
 
-    def _obj_malloc(self, c: _SizeClass, z: int, handle: int) -> int:
-        """Pop the zspage's free-list head for ``handle``; return the location."""
+    def _obj_malloc(self, c: _SizeClass, z: int, hdr: int) -> int:
+        """Pop the zspage's free-list head, write header word ``hdr``; return the location."""
         idx = self._zs_freeobj[z]
         off = idx * c.size
         pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
@@ -643,7 +662,7 @@ class Pool(PoolBase):
             nxt = _unpack_word(self._mm, a)[0] >> 1
         self._zs_freeobj[z] = nxt
         if not c.huge:
-            _pack_word(self._mm, a, (handle << 1) | 1)
+            _pack_word(self._mm, a, hdr)
         self._zs_inuse[z] += 1
         return (pfn << OBJ_INDEX_BITS) | idx
 
@@ -669,7 +688,9 @@ class Pool(PoolBase):
         cells stay valid for the pool's life.
         """
         mm = self._mm
-        hobj, hsize, hgen, hfree = self._hobj, self._hsize, self._hgen, self._hfree
+        hobj, hgen, hfree = self._hobj, self._hgen, self._hfree
+        zs_class, zs_huge_size = self._zs_class, self._zs_huge_size
+        class_by_index = self._class_by_index
         zs_freeobj, zs_bump, zs_inuse = self._zs_freeobj, self._zs_bump, self._zs_inuse
         zs_fg, zs_next, zs_prev, zs_pages = self._zs_fg, self._zs_next, self._zs_prev, self._zs_pages
         frame_zspage, frame_next = self._frame_zspage, self._frame_next
@@ -734,13 +755,13 @@ class Pool(PoolBase):
                 c.mask |= 1 << fg
                 zs_fg[z] = fg
             hobj[slot] = (pfn << OBJ_INDEX_BITS) | idx
-            hsize[slot] = n
             c.obj_used += 1
             if c.huge:
+                zs_huge_size[z] = n
                 if data is not None:
                     mm[a:a + n] = data
                 return handle
-            pack(mm, a, (handle << 1) | 1)
+            pack(mm, a, (((n << _HANDLE_BITS) | handle) << 1) | 1)
             if data is not None:
                 a += ZS_HANDLE_SIZE
                 off += ZS_HANDLE_SIZE
@@ -760,11 +781,11 @@ class Pool(PoolBase):
             if (type(handle) is not int or handle <= 0 or slot >= len(hobj)
                     or hgen[slot] != handle >> 32 or hobj[slot] < 0):
                 check_slot(handle)  # raises the precise error
-            c = cls_of_size[hsize[slot]]
             obj = hobj[slot]
             pfn = obj >> OBJ_INDEX_BITS
             idx = obj & OBJ_INDEX_MASK
             z = frame_zspage[pfn]
+            c = class_by_index[zs_class[z]]
             if not c.huge:
                 pack(mm, (pfn << PAGE_SHIFT) + ((idx * c.size) & PAGE_MASK), zs_freeobj[z] << 1)
             zs_freeobj[z] = idx
@@ -788,14 +809,17 @@ class Pool(PoolBase):
             if (type(handle) is not int or handle <= 0 or slot >= len(hobj)
                     or hgen[slot] != handle >> 32 or hobj[slot] < 0):
                 check_slot(handle)
-            size = hsize[slot]
-            if n < 0:
-                n = size
-            c = cls_of_size[size]
             obj = hobj[slot]
             pfn = obj >> OBJ_INDEX_BITS
+            z = frame_zspage[pfn]
+            c = class_by_index[zs_class[z]]
             off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
-            if not c.huge:
+            if c.huge:
+                if n < 0:
+                    n = zs_huge_size[z]
+            else:
+                if n < 0:
+                    n = unpack(mm, (pfn << PAGE_SHIFT) + off)[0] >> (_HANDLE_BITS + 1)
                 off += ZS_HANDLE_SIZE
             a = (pfn << PAGE_SHIFT) + off
             if off + n <= PAGE_SIZE:
@@ -909,10 +933,9 @@ class Pool(PoolBase):
             hdr = _unpack_word(mm, a)[0]
             if not hdr & 1:
                 continue
-            handle = hdr >> 1
-            slot = handle & _SLOT_MASK
+            slot = (hdr >> 1) & _SLOT_MASK
             used = hobj[slot]
-            new = self._obj_malloc(c, dst, handle)
+            new = self._obj_malloc(c, dst, hdr)
             self._copy_slot(c, used, new)
             hobj[slot] = new
             self._obj_free(c, used)
@@ -1002,7 +1025,7 @@ class Pool(PoolBase):
                 pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
                 hdr = _unpack_word(self._mm, (pfn << PAGE_SHIFT) + (off & PAGE_MASK))[0]
                 if hdr & 1:
-                    out.append(hdr >> 1)
+                    out.append((hdr >> 1) & _HANDLE_MASK)
             return out
 
     def _check_invariants(self) -> None:
@@ -1038,12 +1061,13 @@ class Pool(PoolBase):
                 pfn = obj >> OBJ_INDEX_BITS
                 z = self._frame_zspage[pfn]
                 assert z >= 0
-                c = self._cls_of_size[self._hsize[slot]]
+                size, c = self._size_class(slot)
                 assert self._zs_class[z] == c.index
+                assert self._cls_of_size[size] is c
                 if not c.huge:
                     off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
                     hdr = _unpack_word(self._mm, (pfn << PAGE_SHIFT) + off)[0]
-                    assert hdr == ((((self._hgen[slot] << 32) | slot) << 1) | 1), slot
+                    assert hdr == ((((size << _HANDLE_BITS) | (self._hgen[slot] << 32) | slot) << 1) | 1), slot
 
     def _class_heads_walk(self, c: _SizeClass, fg: int) -> list[int]:
         out = []
