@@ -4,8 +4,8 @@ Callers can catch ``ZmemError`` for everything zmem raises, or the builtin they
 already expect (an oversized object is a ``ValueError``, an exhausted pool a
 ``MemoryError``, an unknown handle a ``KeyError``).  ``errno`` carries the code
 the kernel returns for the same failure (``zs_malloc``: EINVAL for size 0,
-ENOSPC above PAGE_SIZE, ENOMEM when out of memory); the NBD server replies with
-it and the CLI derives its exit status from it.
+ENOSPC above PAGE_SIZE, ENOMEM when out of memory), for surfaces that speak
+errno (an NBD error reply); the CLI prints "Type: message" and exits 1.
 """
 
 from __future__ import annotations

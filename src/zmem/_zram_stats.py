@@ -47,7 +47,7 @@ class MmStat(_StatLine):
 
     @property
     def compr_ratio(self) -> float:
-        """orig_data_size / mem_used_total (zramctl's COMP-RATIO uses DATA/COMPR)."""
+        """orig_data_size / mem_used_total: zramctl's COMP-RATIO (DATA/TOTAL)."""
         return self.orig_data_size / self.mem_used_total if self.mem_used_total else 0.0
 
 

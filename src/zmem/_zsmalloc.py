@@ -418,6 +418,8 @@ class Pool(PoolBase):
             base = z * self._W
             pages = self._zs_pages
             k = next(i for i in range(c.pages_per_zspage) if pages[base + i] == pfn)
+            # the huge object's owner is found by its location, so before it moves
+            huge_owner = self._huge_owner(z) if c.huge and self._zs_inuse[z] else -1
             new = self._alloc_frames(1)[0]
             mm = self._mm
             mm[new << PAGE_SHIFT:(new + 1) << PAGE_SHIFT] = mm[pfn << PAGE_SHIFT:(pfn + 1) << PAGE_SHIFT]
@@ -431,9 +433,10 @@ class Pool(PoolBase):
             first = -(-(k << PAGE_SHIFT) // size)
             idx = first
             hobj = self._hobj
-            while idx < c.objs_per_zspage and idx * size < (k + 1) << PAGE_SHIFT:
+            # slots at or above bump were never allocated; their bytes are stale
+            while idx < self._zs_bump[z] and idx * size < (k + 1) << PAGE_SHIFT:
                 if c.huge:
-                    owner = self._huge_owner(z)
+                    owner = huge_owner
                 else:
                     hdr = _unpack_word(mm, (new << PAGE_SHIFT) + ((idx * size) & PAGE_MASK))[0]
                     owner = (hdr >> 1) & _HANDLE_MASK if hdr & 1 else -1

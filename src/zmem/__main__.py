@@ -1,0 +1,7 @@
+"""``python -m zmem``: the ``zmem`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
