@@ -7,7 +7,9 @@ once per page on the hot path.
 
 Kernel defaults (``drivers/block/zram/backend_*.c``): lzo is LZO1X-1 and takes
 no parameters; lz4's level is its acceleration (default 1); lz4hc's level
-defaults to 9; zstd's to 3; deflate is raw deflate (window bits -15) at zlib's
+defaults to 9; zstd's to 3, with the content size in the frame header as
+``zstd_get_params`` sets it; deflate is raw deflate with window bits -11 and
+memLevel 9 (``DEFLATE_DEF_WINBITS``, ``DEFLATE_DEF_MEMLEVEL``) at zlib's
 default level.  Dictionaries work where the codec has them (zstd, lz4, lz4hc,
 deflate).  ``lzo-rle`` and ``842`` exist in the kernel but have no maintained
 Python binding; asking for them is an error that lists what is available.
@@ -174,7 +176,7 @@ def _zstd(level, dictionary, winbits):
             return local.ctx
         except AttributeError:
             local.ctx = (zs.ZstdCompressor(level=lvl, dict_data=zdict, write_checksum=False,
-                                           write_content_size=False, write_dict_id=False),
+                                           write_content_size=True, write_dict_id=False),
                          zs.ZstdDecompressor(dict_data=zdict))
             return local.ctx
 
@@ -191,14 +193,14 @@ def _deflate(level, dictionary, winbits):
     lvl = zlib.Z_DEFAULT_COMPRESSION if level is None else level
     if not -1 <= lvl <= 9:
         raise UnsupportedAlgorithmError(f"deflate level must be -1..9, got {level}")
-    wb = -15 if winbits is None else winbits
+    wb = -11 if winbits is None else winbits  # DEFLATE_DEF_WINBITS: raw, 2 KiB window
     if not (-15 <= wb <= -9 or 9 <= wb <= 15):
         raise UnsupportedAlgorithmError(f"deflate.winbits must be 9..15 or -15..-9, got {winbits}")
     zkw = {"zdict": dictionary} if dictionary is not None else {}
     compressobj, decompressobj = zlib.compressobj, zlib.decompressobj
 
     def compress(page) -> bytes:
-        c = compressobj(lvl, zlib.DEFLATED, wb, **zkw)
+        c = compressobj(lvl, zlib.DEFLATED, wb, 9, **zkw)  # DEFLATE_DEF_MEMLEVEL = MAX_MEM_LEVEL
         return c.compress(page) + c.flush()
 
     def decompress(data) -> bytes:

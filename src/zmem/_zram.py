@@ -603,7 +603,8 @@ class Zram:
             try:
                 old = self._read_slot_page(index)
             except ZmemError:
-                self._failed_reads += 1
+                # zram_bvec_write_partial: the bio is a write, and fails as one
+                self._failed_writes += 1
                 raise
         page = old[:head] + data + old[head + len(data):]
         self._write_pages(index, page, 1)
@@ -768,17 +769,23 @@ class Zram:
             raise ValueError(f"recompress type must be idle, huge or huge_idle, got {type!r}")
         if threshold and threshold >= self.huge_class_size:
             raise ValueError(f"threshold must be below huge_class_size ({self.huge_class_size})")
-        prios = [p for p in range(1, ZRAM_MAX_COMPS) if self._comps[p] is not None]
-        if algo is not None:
-            prios = [p for p in prios if self._comps[p].name == algo]  # type: ignore[union-attr]
-            if not prios:
-                raise UnsupportedAlgorithmError(f"{algo!r} is not a configured recompression algorithm")
-        if priority is not None:
-            priority = max(priority, 1)
-            prios = [p for p in prios if p >= priority]
-        if not prios:
+        # prio .. prio_max-1 is the range of secondary algorithms to try, as in
+        # recompress_store: all of them, or just the one named by algo/priority
+        active = max(p for p in range(ZRAM_MAX_COMPS) if self._comps[p] is not None) + 1
+        if active == 1:
             raise UnsupportedAlgorithmError(f"{self.name}: no recompression algorithm configured")
-        highest = max(p for p in range(ZRAM_MAX_COMPS) if self._comps[p] is not None)
+        prio, prio_max = 1, active
+        if algo is not None:
+            named = [p for p in range(1, active) if self._comps[p] is not None
+                     and self._comps[p].name == algo]  # type: ignore[union-attr]
+            if not named:
+                raise UnsupportedAlgorithmError(f"{algo!r} is not a configured recompression algorithm")
+            prio, prio_max = named[0], named[0] + 1
+        if priority is not None:
+            prio = max(priority, 1)
+            if prio >= active or self._comps[prio] is None:
+                raise UnsupportedAlgorithmError(f"no recompression algorithm at priority {prio}")
+            prio_max = prio + 1
         if not self._pp_lock.acquire(blocking=False):
             raise DeviceBusyError(f"{self.name}: writeback or recompression already running")
         done = 0
@@ -794,30 +801,30 @@ class Zram:
                     if not f & _PP:
                         continue
                     cur = (f & _PRIO_MASK) >> _PRIO_SHIFT
-                    if cur + 1 > highest:
-                        continue
-                    if budget is not None:
-                        budget -= 1
+                    if cur + 1 >= prio_max:
+                        continue  # already compressed at this priority or above
                     old_len = f & _SIZE_MASK
                     if threshold and old_len < threshold:
-                        continue
+                        continue  # small enough; costs no budget (recompress_slot)
                     page = self._read_slot_page(idx)
                     self._flags[idx] = f & ~_IDLE
                     old_class = self.pool.lookup_class_index(old_len)
                     result = None
-                    tried_last = False
-                    for p in prios:
-                        if p <= cur:
+                    for p in range(max(prio, cur + 1), prio_max):
+                        codec = self._comps[p]
+                        if codec is None:
                             continue
-                        tried_last = p == highest
-                        c = self._comps[p].compress(page)  # type: ignore[union-attr]
+                        c = codec.compress(page)
                         if self.pool.lookup_class_index(len(c)) >= old_class or (
                                 threshold and len(c) >= threshold):
                             continue
                         result = (p, c)
                         break
+                    # an attempt costs budget whether or not it saved memory
+                    if budget is not None:
+                        budget -= 1
                     if result is None:
-                        if tried_last:
+                        if prio_max == active:  # the strongest algorithm gave up too
                             self._flags[idx] |= _INCOMP
                         continue
                     p, c = result
