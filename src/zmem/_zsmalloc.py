@@ -214,7 +214,9 @@ class Pool(PoolBase):
         self._zs_next = array("i")
         self._zs_prev = array("i")
         self._zs_pages = array("i")
-        self._zs_huge_size = array("H")  # a huge object's size (it has no header)
+        # A huge object has no header; its header word lives in the descriptor
+        # (the kernel keeps the handle in page->index).
+        self._zs_huge_hdr = array("q")
         self._zs_free_ids = array("i")
 
         self._frame_zspage = array("i")
@@ -478,7 +480,7 @@ class Pool(PoolBase):
     def metadata_bytes(self) -> int:
         """Bytes of all bookkeeping arrays (allocated capacity, not just used)."""
         total = self._arena.metadata_bytes()
-        for a in (self._hobj, self._zs_huge_size, self._hgen, self._hfree, self._zs_class,
+        for a in (self._hobj, self._zs_huge_hdr, self._hgen, self._hfree, self._zs_class,
                   self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_fg,
                   self._zs_next, self._zs_prev, self._zs_pages, self._zs_free_ids,
                   self._frame_zspage, self._frame_next):
@@ -531,7 +533,7 @@ class Pool(PoolBase):
         z = self._frame_zspage[pfn]
         c = self._class_by_index[self._zs_class[z]]
         if c.huge:
-            return self._zs_huge_size[z], c
+            return self._zs_huge_hdr[z] >> (_HANDLE_BITS + 1), c
         off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
         return _unpack_word(self._mm, (pfn << PAGE_SHIFT) + off)[0] >> (_HANDLE_BITS + 1), c
 
@@ -602,7 +604,7 @@ class Pool(PoolBase):
         old = len(self._zs_class)
         k = max(64, old >> 3)
         self._zs_class.extend(array("H", bytes(2 * k)))
-        self._zs_huge_size.extend(array("H", bytes(2 * k)))
+        self._zs_huge_hdr.extend(array("q", bytes(8 * k)))
         for a in (self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_next, self._zs_prev):
             a.extend(array("i", bytes(4 * k)))
         self._zs_fg.extend(array("b", [-1]) * k)
@@ -692,7 +694,7 @@ class Pool(PoolBase):
         """
         mm = self._mm
         hobj, hgen, hfree = self._hobj, self._hgen, self._hfree
-        zs_class, zs_huge_size = self._zs_class, self._zs_huge_size
+        zs_class, zs_huge_hdr = self._zs_class, self._zs_huge_hdr
         class_by_index = self._class_by_index
         zs_freeobj, zs_bump, zs_inuse = self._zs_freeobj, self._zs_bump, self._zs_inuse
         zs_fg, zs_next, zs_prev, zs_pages = self._zs_fg, self._zs_next, self._zs_prev, self._zs_pages
@@ -760,7 +762,7 @@ class Pool(PoolBase):
             hobj[slot] = (pfn << OBJ_INDEX_BITS) | idx
             c.obj_used += 1
             if c.huge:
-                zs_huge_size[z] = n
+                zs_huge_hdr[z] = (((n << _HANDLE_BITS) | handle) << 1) | 1
                 if data is not None:
                     mm[a:a + n] = data
                 return handle
@@ -819,7 +821,7 @@ class Pool(PoolBase):
             off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
             if c.huge:
                 if n < 0:
-                    n = zs_huge_size[z]
+                    n = zs_huge_hdr[z] >> (_HANDLE_BITS + 1)
             else:
                 if n < 0:
                     n = unpack(mm, (pfn << PAGE_SHIFT) + off)[0] >> (_HANDLE_BITS + 1)
@@ -984,13 +986,14 @@ class Pool(PoolBase):
     # introspection
 
     def _huge_owner(self, z: int) -> int:
-        """Handle of the one object of a huge zspage (the kernel keeps it in page->index)."""
-        pfn = self._zs_pages[z * self._W]
-        obj = pfn << OBJ_INDEX_BITS
-        for slot, o in enumerate(self._hobj):
-            if o == obj:
-                return (self._hgen[slot] << 32) | slot
-        return -1
+        """Handle of the one object of a huge zspage, or -1."""
+        hdr = self._zs_huge_hdr[z]
+        return (hdr >> 1) & _HANDLE_MASK if hdr & 1 else -1
+
+    def _live(self, z: int) -> bool:
+        """Whether ``z`` names a zspage in use (lock held): every live zspage is on
+        a fullness list outside a compaction step, and a freed one on none."""
+        return 0 <= z < len(self._zs_class) and self._zs_fg[z] >= 0
 
     def _class_stat(self, c: _SizeClass) -> ClassStats:
         return ClassStats(
@@ -1009,27 +1012,40 @@ class Pool(PoolBase):
     def zspage_info(self, z: int) -> dict:
         """Class index, pages, objects in use and capacity of zspage ``z``."""
         with self._lock:
-            if not 0 <= z < len(self._zs_class) or self._zs_fg[z] < 0 and self._zs_inuse[z] == 0:
+            if not self._live(z):
                 raise ValueError(f"no live zspage {z}")
             c = self._class_by_index[self._zs_class[z]]
             return {"class": c.index, "size": c.size, "pages": c.pages_per_zspage,
                     "inuse": self._zs_inuse[z], "objs_per_zspage": c.objs_per_zspage,
                     "fullness": self._zs_fg[z]}
 
+    def zspage_siblings(self, handle: int) -> list[int]:
+        """Handles of every object in ``handle``'s zspage, in slot order, taken
+        atomically (compaction cannot move anything in between)."""
+        with self._lock:
+            obj = self._hobj[self._slot(handle)]
+            return self._zspage_objects(self._frame_zspage[obj >> OBJ_INDEX_BITS])
+
     def zspage_objects(self, z: int) -> list[int]:
         """Handles of the objects in zspage ``z`` in slot order (for tests and tools)."""
         with self._lock:
-            c = self._class_by_index[self._zs_class[z]]
-            if c.huge:
-                return [self._huge_owner(z)] if self._zs_inuse[z] else []
-            out = []
-            for idx in range(self._zs_bump[z]):
-                off = idx * c.size
-                pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
-                hdr = _unpack_word(self._mm, (pfn << PAGE_SHIFT) + (off & PAGE_MASK))[0]
-                if hdr & 1:
-                    out.append((hdr >> 1) & _HANDLE_MASK)
-            return out
+            if not self._live(z):
+                raise ValueError(f"no live zspage {z}")
+            return self._zspage_objects(z)
+
+    def _zspage_objects(self, z: int) -> list[int]:
+        """Handles in a live zspage by scanning slot headers (lock held)."""
+        c = self._class_by_index[self._zs_class[z]]
+        if c.huge:
+            return [self._huge_owner(z)] if self._zs_inuse[z] else []
+        out = []
+        for idx in range(self._zs_bump[z]):
+            off = idx * c.size
+            pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
+            hdr = _unpack_word(self._mm, (pfn << PAGE_SHIFT) + (off & PAGE_MASK))[0]
+            if hdr & 1:
+                out.append((hdr >> 1) & _HANDLE_MASK)
+        return out
 
     def _check_invariants(self) -> None:
         """Cross-check every structure (the kernel's VM_BUG_ONs); for tests."""
