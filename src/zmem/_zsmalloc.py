@@ -97,6 +97,20 @@ _unpack_word = _word.unpack_from
 _pack_word = _word.pack_into
 
 
+def _flat(data) -> memoryview:
+    """``data`` as a flat byte view (so ``len`` counts bytes), or TypeError."""
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
+    if mv.ndim != 1 or mv.itemsize != 1 or mv.format not in ("B", "b", "c"):
+        try:
+            mv = mv.cast("B")
+        except (TypeError, ValueError):  # not C-contiguous
+            mv = memoryview(mv.tobytes())
+    return mv
+
+
 def _fullness_table(objs: int) -> bytes:
     """Fullness group for each inuse count 0..objs (``get_fullness_group``)."""
     groups = [ZS_INUSE_RATIO_0]
@@ -287,6 +301,8 @@ class Pool(PoolBase):
 
     def write(self, handle: int, data) -> None:
         """``zs_obj_write``: copy ``data`` to the start of the object."""
+        if type(data) is not bytes:
+            data = _flat(data)
         with self._lock:
             slot = self._slot(handle)
             n = len(data)
@@ -340,7 +356,9 @@ class Pool(PoolBase):
             return self._size_class(self._slot(handle))[0]
 
     def store(self, data) -> int:
-        """``malloc(len(data))`` and ``write(data)`` under one lock hold."""
+        """``malloc`` and ``write`` of a bytes-like object under one lock hold."""
+        if type(data) is not bytes:
+            data = _flat(data)
         n = len(data)
         self._check_size(n)
         with self._lock:
@@ -348,7 +366,7 @@ class Pool(PoolBase):
 
     def store_many(self, items) -> list[int]:
         """``store`` each item; one lock hold for the whole batch."""
-        items = list(items)
+        items = [d if type(d) is bytes else _flat(d) for d in items]
         for d in items:
             self._check_size(len(d))
         out: list[int] = []
@@ -375,7 +393,7 @@ class Pool(PoolBase):
         with self._lock:
             seen = set()
             for h in handles:
-                self._slot(h)
+                self._slot(h, True)
                 if h in seen:
                     raise DoubleFreeError(f"handle {h:#x} appears twice in one free_many")
                 seen.add(h)
@@ -513,17 +531,21 @@ class Pool(PoolBase):
             raise ObjectTooLargeError(
                 f"cannot allocate {size} bytes: the largest object is {self.max_alloc_size}")
 
-    def _slot(self, handle) -> int:
+    def _slot(self, handle, freeing: bool = False) -> int:
         """Validate a handle (lock held); return its table slot."""
         if type(handle) is not int:
             raise InvalidHandleError(f"handle must be an int, not {type(handle).__name__}")
         slot = handle & _SLOT_MASK
         if handle <= 0 or slot >= len(self._hobj) or slot == 0 or handle >> 32 > _GEN_MASK:
             raise InvalidHandleError(f"unknown handle {handle:#x}")
-        if self._hgen[slot] != handle >> 32:
-            raise InvalidHandleError(f"stale handle {handle:#x}: it was freed and its slot reused")
+        gen = handle >> 32
         if self._hobj[slot] < 0:
-            raise DoubleFreeError(f"handle {handle:#x} was already freed")
+            # free slot: this handle, or an older one of the slot, was freed
+            if freeing:
+                raise DoubleFreeError(f"double free of handle {handle:#x}: it was already freed")
+            raise InvalidHandleError(f"handle {handle:#x} was freed")
+        if self._hgen[slot] != gen:
+            raise InvalidHandleError(f"stale handle {handle:#x}: it was freed and its slot reused")
         return slot
 
     def _size_class(self, slot: int) -> tuple[int, _SizeClass]:
@@ -782,10 +804,11 @@ class Pool(PoolBase):
 
         def free_locked(handle: int) -> None:
             """zs_free(handle), validating it first."""
+            if type(handle) is not int:
+                check_slot(handle, True)
             slot = handle & _SLOT_MASK
-            if (type(handle) is not int or handle <= 0 or slot >= len(hobj)
-                    or hgen[slot] != handle >> 32 or hobj[slot] < 0):
-                check_slot(handle)  # raises the precise error
+            if handle <= 0 or slot >= len(hobj) or hgen[slot] != handle >> 32 or hobj[slot] < 0:
+                check_slot(handle, True)  # raises the precise error
             obj = hobj[slot]
             pfn = obj >> OBJ_INDEX_BITS
             idx = obj & OBJ_INDEX_MASK
@@ -810,9 +833,10 @@ class Pool(PoolBase):
 
         def read_locked(handle: int, n: int = -1) -> bytes:
             """A copy of the object's first ``n`` bytes (default: all of it)."""
+            if type(handle) is not int:
+                check_slot(handle)
             slot = handle & _SLOT_MASK
-            if (type(handle) is not int or handle <= 0 or slot >= len(hobj)
-                    or hgen[slot] != handle >> 32 or hobj[slot] < 0):
+            if handle <= 0 or slot >= len(hobj) or hgen[slot] != handle >> 32 or hobj[slot] < 0:
                 check_slot(handle)
             obj = hobj[slot]
             pfn = obj >> OBJ_INDEX_BITS
