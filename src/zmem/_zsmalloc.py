@@ -540,7 +540,11 @@ class Pool(PoolBase):
             raise InvalidHandleError(f"unknown handle {handle:#x}")
         gen = handle >> 32
         if self._hobj[slot] < 0:
-            # free slot: this handle, or an older one of the slot, was freed
+            # A free slot's generation was bumped when its last handle was freed:
+            # gen + 1 names exactly that handle; anything else was never issued
+            # (or freed long ago).
+            if self._hgen[slot] != (gen + 1) & _GEN_MASK:
+                raise InvalidHandleError(f"unknown handle {handle:#x}")
             if freeing:
                 raise DoubleFreeError(f"double free of handle {handle:#x}: it was already freed")
             raise InvalidHandleError(f"handle {handle:#x} was freed")
