@@ -1,24 +1,25 @@
-"""Compression in worker processes: zram's per-CPU streams, as processes.
+"""Compression in a worker process: zram's per-CPU streams, as processes.
 
 The kernel compresses a page in the writer's context on whatever CPU it runs;
 a Python process has one interpreter lock, and at one 4 KiB page per call
 threads gain little from the codecs releasing it.  Processes do: a worker
-compresses a batch of pages while the device's own process allocates and
-stores the previous batch.
+compresses batches of pages while the device's own process commits (allocates
+and stores) earlier batches, and compresses every ``local_every``-th batch
+itself so that neither side waits for the other.
 
-Per worker there are two shared-memory buffer sets (double buffering), each:
+Per worker there are two shared-memory buffer sets (double buffering) in one
+memfd, each:
 
-  ``in``     the batch's pages (write) or compressed objects (read)
+  ``in``     the batch's pages
   ``out``    per page a slot of ``_OUT_STRIDE`` bytes of compressed data
-             (write) or the 4096-byte decompressed page (read)
   ``meta``   int64 per page: compressed length, or -1 for a same-filled page
-             (write); input offset and length (read)
   ``words``  uint64 per page: the fill word of a same-filled page
 
-Messages on a pipe are tiny tuples ("C", buffer, count), ("D", buffer, count)
-answered by ("ok",) or ("err", index, message).  Order of the device's work is
-unchanged: the parent commits pages strictly in page order, so allocation
-order (and ``mm_stat``) is the same as without workers.
+Messages on a pipe are tiny tuples ("C", buffer, count) answered by ("ok",)
+or ("err", index, message).  The parent commits pages strictly in page order,
+so allocation order (and ``mm_stat``) is the same as without workers.
+Reads stay in the device's process: decompression is cheaper than shipping
+objects to another process and back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from ._classes import PAGE_SIZE
-from ._errors import DecompressionError, ZmemError
+from ._errors import ZmemError
 
 __all__ = ["CodecWorkers"]
 
@@ -66,37 +67,29 @@ def _views(mm: mmap.mmap, batch: int) -> list[tuple]:
 
 
 def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
-    """Worker loop: compress or decompress one batch per message."""
+    """Worker loop: compress one batch per message."""
     compress = comps[0].compress
     while True:
         msg = conn.recv()
         if msg[0] == "Q":
             return
-        kind, b, count = msg
+        _, b, count = msg
         inb, outb, meta, words = sets[b]
         k = 0
         try:
-            if kind == "C":
-                for k in range(count):
-                    p = bytes(inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
-                    w = p[:8]
-                    if w == p[4088:] and p == w * 512:
-                        meta[k] = _SAME
-                        words[k] = int.from_bytes(w, "little")
-                        continue
-                    c = compress(p)
-                    n = len(c)
-                    meta[k] = n
-                    if n <= _OUT_STRIDE:
-                        o = k * _OUT_STRIDE
-                        outb[o:o + n] = c
-            else:  # "D": meta[2k] = offset in `in`, meta[2k+1] = length | prio << 32
-                for k in range(count):
-                    off = meta[2 * k]
-                    ln = meta[2 * k + 1]
-                    codec = comps[ln >> 32]
-                    ln &= 0xFFFFFFFF
-                    outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = codec.decompress(bytes(inb[off:off + ln]))
+            for k in range(count):
+                p = bytes(inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
+                w = p[:8]
+                if w == p[4088:] and p == w * 512:
+                    meta[k] = _SAME
+                    words[k] = int.from_bytes(w, "little")
+                    continue
+                c = compress(p)
+                n = len(c)
+                meta[k] = n
+                if n <= _OUT_STRIDE:
+                    o = k * _OUT_STRIDE
+                    outb[o:o + n] = c
             conn.send(("ok",))
         except Exception as exc:  # reported to the parent, which raises
             conn.send(("err", k, f"{type(exc).__name__}: {exc}"))
@@ -166,19 +159,20 @@ class _Worker:
 
 
 class CodecWorkers:
-    """A set of codec worker processes serving one zram device.
+    """Codec worker processes serving one zram device's large writes.
 
-    Used by :class:`~zmem.Zram` for writes and reads of at least
-    ``min_pages`` pages; one caller at a time (others fall back to the
-    in-process path rather than wait).
+    Used by :class:`~zmem.Zram` for writes of at least ``min_pages`` pages;
+    one caller at a time (others take the in-process path rather than wait).
     """
 
     def __init__(self, nworkers: int, comps: list, *, batch: int = BATCH_PAGES,
-                 min_pages: int = 64) -> None:
+                 min_pages: int = 64, local_every: int = 4) -> None:
         if nworkers < 1:
             raise ValueError(f"workers must be >= 1, got {nworkers}")
         self.batch = batch
         self.min_pages = min_pages
+        #: every local_every-th batch is compressed by the device's own process
+        self.local_every = local_every
         codecs = [(c.name, c.level, c.dictionary, c.winbits) if c is not None else None for c in comps]
         self._workers = [_Worker(codecs, batch) for _ in range(nworkers)]
         self._busy = threading.Lock()
@@ -195,13 +189,6 @@ class CodecWorkers:
                 w.close()
             self._workers = []
 
-    def _jobs(self, npages: int):
-        """(job number, first page, count, worker, buffer set) in page order."""
-        nw = len(self._workers)
-        for j, first in enumerate(range(0, npages, self.batch)):
-            w = self._workers[j % nw]
-            yield j, first, min(self.batch, npages - first), w, (j // nw) & 1
-
     @staticmethod
     def _wait(w: _Worker) -> None:
         try:
@@ -209,40 +196,56 @@ class CodecWorkers:
         except (EOFError, OSError):
             raise ZmemError("a codec worker process died") from None
         if reply[0] != "ok":
-            raise DecompressionError(f"codec worker failed at batch item {reply[1]}: {reply[2]}")
+            raise ZmemError(f"codec worker failed at batch item {reply[1]}: {reply[2]}")
 
     def write_pages(self, zram, index: int, data: bytes, npages: int) -> None:
-        """Compress in the workers, commit in page order here."""
-        pending: deque = deque()
-        max_pending = 2 * len(self._workers)
-        lock = zram._lock
-        commit, commit_same = zram._commit_page, zram._commit_same
+        """Compress batches in the workers (and some here), commit all in page order."""
+        B = self.batch
+        nb = -(-npages // B)
+        every = self.local_every
+        free_sets = deque((w, b) for b in range(2) for w in self._workers)
+        inflight: dict[int, tuple[_Worker, int]] = {}
+        order: deque = deque()  # batches sent, in order, for draining after an error
+        nxt = 0
         try:
-            for job in self._jobs(npages):
-                if len(pending) >= max_pending:
-                    self._commit(pending.popleft(), index, data, lock, commit, commit_same)
-                _, first, count, w, b = job
-                inb = w.sets[b][0]
-                inb[:count * PAGE_SIZE] = data[first * PAGE_SIZE:(first + count) * PAGE_SIZE]
-                w.send(("C", b, count))
-                pending.append(job)
-            while pending:
-                self._commit(pending.popleft(), index, data, lock, commit, commit_same)
+            for j in range(nb):
+                # keep the workers busy ahead of the batch committed now
+                while nxt < nb and free_sets:
+                    if every and nxt % every == every - 1:
+                        nxt += 1
+                        continue
+                    w, b = free_sets.popleft()
+                    first = nxt * B
+                    count = min(B, npages - first)
+                    w.sets[b][0][:count * PAGE_SIZE] = data[first * PAGE_SIZE:(first + count) * PAGE_SIZE]
+                    w.send(("C", b, count))
+                    inflight[nxt] = (w, b)
+                    order.append(nxt)
+                    nxt += 1
+                first = j * B
+                count = min(B, npages - first)
+                if j not in inflight:
+                    zram._write_pages_local(index + first,
+                                            data[first * PAGE_SIZE:(first + count) * PAGE_SIZE], count)
+                    continue
+                w, b = inflight.pop(j)
+                order.popleft()
+                self._wait(w)
+                self._commit(zram, index + first, count, w.sets[b])
+                free_sets.append((w, b))
         finally:
-            while pending:  # an error: let the in-flight batches finish
-                _, _, _, w, _ = pending.popleft()
+            for j in order:  # an error: let the in-flight batches finish
                 try:
-                    w.recv()
-                except EOFError:
+                    inflight[j][0].recv()
+                except (EOFError, OSError):
                     pass
 
-    def _commit(self, job, index, data, lock, commit, commit_same) -> None:
-        _, first, count, w, b = job
-        self._wait(w)
-        inb, outb, meta, words = w.sets[b]
+    @staticmethod
+    def _commit(zram, idx: int, count: int, bufs) -> None:
+        inb, outb, meta, words = bufs
         lens = meta[:count].tolist()
-        idx = index + first
-        acquire, release = lock.acquire, lock.release
+        commit, commit_same = zram._commit_page, zram._commit_same
+        acquire, release = zram._lock.acquire, zram._lock.release
         for k in range(count):
             n = lens[k]
             acquire()
@@ -256,46 +259,6 @@ class CodecWorkers:
                     commit(idx + k, None, n, inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
             finally:
                 release()
-
-    def decompress(self, items: list[tuple[int, bytes, int]], out: bytearray) -> None:
-        """Decompress ``(position, data, priority)`` items into ``out`` at ``position*4096``."""
-        pending: deque = deque()
-        max_pending = 2 * len(self._workers)
-        try:
-            for job in self._jobs(len(items)):
-                if len(pending) >= max_pending:
-                    self._collect(pending.popleft(), items, out)
-                _, first, count, w, b = job
-                inb, _, meta, _ = w.sets[b]
-                off = 0
-                for k in range(count):
-                    _, d, prio = items[first + k]
-                    ln = len(d)
-                    inb[off:off + ln] = d
-                    meta[2 * k] = off
-                    meta[2 * k + 1] = ln | (prio << 32)
-                    off += ln
-                w.send(("D", b, count))
-                pending.append(job)
-            while pending:
-                self._collect(pending.popleft(), items, out)
-        finally:
-            while pending:
-                _, _, _, w, _ = pending.popleft()
-                try:
-                    w.recv()
-                except EOFError:
-                    pass
-
-    def _collect(self, job, items, out: bytearray) -> None:
-        _, first, count, w, b = job
-        self._wait(w)
-        outb = w.sets[b][1]
-        mv = memoryview(out)
-        for k in range(count):
-            pos = items[first + k][0] * PAGE_SIZE
-            mv[pos:pos + PAGE_SIZE] = outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE]
-
 
 
 if __name__ == "__main__":

@@ -426,6 +426,10 @@ class Zram:
             finally:
                 workers.release()
             return
+        self._write_pages_local(index, data, npages)
+
+    def _write_pages_local(self, index: int, data: bytes, npages: int) -> None:
+        """Compress and commit whole pages in this process."""
         compress = self._comps[0].compress
         commit, commit_same = self._commit_page, self._commit_same
         acquire, release = self._lock.acquire, self._lock.release
@@ -496,12 +500,6 @@ class Zram:
             self._actime[idx] = self._timer() - self._t0
 
     def _read_pages(self, index: int, npages: int) -> bytes:
-        workers = self._workers
-        if workers is not None and npages >= workers.min_pages and workers.try_acquire():
-            try:
-                return self._read_pages_parallel(index, npages)
-            finally:
-                workers.release()
         comps = self._comps
         primary = comps[0].decompress_page
         errors = self._codec_errors
@@ -542,38 +540,6 @@ class Zram:
                         f"{self.name}: page {idx} decompressed to {len(page)} bytes, expected {PAGE_SIZE}")
             out.append(page)
         return out[0] if npages == 1 else b"".join(out)
-
-    def _read_pages_parallel(self, index: int, npages: int) -> bytes:
-        """Copy compressed objects out here, decompress them in the worker processes."""
-        read = self.pool._read_locked
-        th, tf = self._handle, self._flags
-        ac = self._actime
-        now = self._timer() - self._t0 if ac is not None else 0.0
-        out = bytearray(npages * PAGE_SIZE)
-        items = []
-        acquire, release = self._lock.acquire, self._lock.release
-        for k, idx in enumerate(range(index, index + npages)):
-            acquire()
-            try:
-                f = tf[idx]
-                h = th[idx]
-                if f & (_SAME | _WB | _HUGE) or not h:
-                    if h or f:
-                        out[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = self._read_special(idx, f, h)
-                else:
-                    items.append((k, read(h, f & _SIZE_MASK), (f & _PRIO_MASK) >> _PRIO_SHIFT))
-                if f & (_IDLE | _PP):
-                    tf[idx] = f & ~(_IDLE | _PP)
-                if ac is not None and (f or h):
-                    ac[idx] = now
-            finally:
-                release()
-        try:
-            self._workers.decompress(items, out)  # type: ignore[union-attr]
-        except DecompressionError:
-            self._failed_reads += 1
-            raise
-        return bytes(out)
 
     def _read_special(self, idx: int, f: int, h: int) -> bytes:
         """A same-filled, huge, written-back or empty slot (lock held)."""
