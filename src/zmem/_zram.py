@@ -25,6 +25,7 @@ outside it; a slot's content is copied out or in under it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
@@ -646,6 +647,22 @@ class Zram:
                     tf[idx] = f & ~_IDLE
         return marked
 
+    @contextlib.contextmanager
+    def _post_processing(self):
+        """One writeback or recompression at a time (-EAGAIN otherwise); on the
+        way out, PP_SLOT is cleared from every slot that was picked and not done."""
+        if not self._pp_lock.acquire(blocking=False):
+            raise DeviceBusyError(f"{self.name}: writeback or recompression already running")
+        try:
+            yield
+        finally:
+            with self._lock:
+                tf = self._flags
+                for idx in range(self.nr_pages):
+                    if tf[idx] & _PP:
+                        tf[idx] &= ~_PP
+            self._pp_lock.release()
+
     def _candidates(self, want: int, page_indexes, skip: int) -> list[int]:
         """Slots for post-processing, largest stored size first (64-byte buckets)."""
         th, tf = self._handle, self._flags
@@ -682,10 +699,8 @@ class Zram:
             raise ValueError(f"writeback mode must be idle, huge, huge_idle or incompressible, got {mode!r}")
         if want == 0 and page_indexes is None:
             raise ValueError("writeback needs a mode or page_indexes")
-        if not self._pp_lock.acquire(blocking=False):
-            raise DeviceBusyError(f"{self.name}: writeback or recompression already running")
         written = 0
-        try:
+        with self._post_processing():
             with self._lock:
                 cands = self._candidates(want, page_indexes, _WB | _SAME)
             for idx in cands:
@@ -712,13 +727,6 @@ class Zram:
                     if self.writeback_limit_enable:
                         self.writeback_limit -= 1
                     written += 1
-        finally:
-            with self._lock:
-                tf = self._flags
-                for idx in range(self.nr_pages):
-                    if tf[idx] & _PP:
-                        tf[idx] &= ~_PP
-            self._pp_lock.release()
         return written
 
     def recompress(self, type: str | None = None, threshold: int = 0, max_pages: int | None = None,
@@ -752,11 +760,9 @@ class Zram:
             if prio >= active or self._comps[prio] is None:
                 raise UnsupportedAlgorithmError(f"no recompression algorithm at priority {prio}")
             prio_max = prio + 1
-        if not self._pp_lock.acquire(blocking=False):
-            raise DeviceBusyError(f"{self.name}: writeback or recompression already running")
         done = 0
         budget = max_pages
-        try:
+        with self._post_processing():
             with self._lock:
                 cands = self._candidates(want, None, _WB | _SAME | _INCOMP)
             for idx in cands:
@@ -804,13 +810,6 @@ class Zram:
                     self._compr_data_size += len(c)
                     self._pages_stored += 1
                     done += 1
-        finally:
-            with self._lock:
-                tf = self._flags
-                for idx in range(self.nr_pages):
-                    if tf[idx] & _PP:
-                        tf[idx] &= ~_PP
-            self._pp_lock.release()
         return done
 
     # ------------------------------------------------------------------

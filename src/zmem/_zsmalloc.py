@@ -331,12 +331,7 @@ class Pool(PoolBase):
             n = size if length is None else self._check_length(length, size, handle)
             if len(out) < n:
                 raise ValueError(f"buffer of {len(out)} bytes is too small for {n} bytes")
-            obj = self._hobj[slot]
-            pfn = obj >> OBJ_INDEX_BITS
-            off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
-            if not c.huge:
-                off += ZS_HANDLE_SIZE
-            a = (pfn << PAGE_SHIFT) + off
+            pfn, off, a = self._payload(self._hobj[slot], c)
             view = memoryview(self._mm)
             try:
                 if off + n <= PAGE_SIZE:
@@ -865,12 +860,17 @@ class Pool(PoolBase):
         self._free_locked = free_locked
         self._read_locked = read_locked
 
-    def _write_obj(self, obj: int, c: _SizeClass, data, n: int) -> None:
+    @staticmethod
+    def _payload(obj: int, c: _SizeClass) -> tuple[int, int, int]:
+        """(pfn, in-page offset, arena address) of an object's payload."""
         pfn = obj >> OBJ_INDEX_BITS
         off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
         if not c.huge:
             off += ZS_HANDLE_SIZE
-        a = (pfn << PAGE_SHIFT) + off
+        return pfn, off, (pfn << PAGE_SHIFT) + off
+
+    def _write_obj(self, obj: int, c: _SizeClass, data, n: int) -> None:
+        pfn, off, a = self._payload(obj, c)
         mm = self._mm
         if off + n <= PAGE_SIZE:
             mm[a:a + n] = data
@@ -882,11 +882,7 @@ class Pool(PoolBase):
             mm[b:b + n - n1] = mv[n1:n]
 
     def _read_obj(self, obj: int, c: _SizeClass, n: int) -> bytes:
-        pfn = obj >> OBJ_INDEX_BITS
-        off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
-        if not c.huge:
-            off += ZS_HANDLE_SIZE
-        a = (pfn << PAGE_SHIFT) + off
+        pfn, off, a = self._payload(obj, c)
         mm = self._mm
         if off + n <= PAGE_SIZE:
             return mm[a:a + n]
