@@ -500,46 +500,59 @@ class Zram:
         if self._actime is not None:
             self._actime[idx] = self._timer() - self._t0
 
+    #: pages whose compressed objects are copied out under one lock hold
+    _READ_CHUNK = 32
+
     def _read_pages(self, index: int, npages: int) -> bytes:
+        """Copy a chunk of objects out under the lock, then decompress them outside it."""
         comps = self._comps
         primary = comps[0].decompress_page
         errors = self._codec_errors
-        read = self.pool._read_locked
+        read = self.pool._read_sized_locked
         th, tf = self._handle, self._flags
         ac = self._actime
         now = self._timer() - self._t0 if ac is not None else 0.0
         acquire, release = self._lock.acquire, self._lock.release
-        out = []
-        for idx in range(index, index + npages):
+        out: list = []
+        end = index + npages
+        for first in range(index, end, self._READ_CHUNK):
+            last = min(first + self._READ_CHUNK, end)
+            raws: list = []
             acquire()
             try:
-                f = tf[idx]
-                h = th[idx]
-                if f & (_SAME | _WB | _HUGE) or not h:
-                    page = self._read_special(idx, f, h)
-                    raw = None
-                else:
-                    raw = read(h, f & _SIZE_MASK)
-                if f & (_IDLE | _PP):
-                    tf[idx] = f & ~(_IDLE | _PP)
-                if ac is not None and (f or h):
-                    ac[idx] = now
+                for idx in range(first, last):
+                    f = tf[idx]
+                    h = th[idx]
+                    if f & (_SAME | _WB | _HUGE) or not h:
+                        raws.append(self._read_special(idx, f, h))
+                    else:
+                        # the flags ride along, so the codec is known outside the lock
+                        raws.append((read(h, f & _SIZE_MASK), f))
+                    if f & (_IDLE | _PP):
+                        tf[idx] = f & ~(_IDLE | _PP)
+                    if ac is not None and (f or h):
+                        ac[idx] = now
             finally:
                 release()
-            if raw is not None:
+            for k, raw in enumerate(raws):
+                if type(raw) is bytes:  # already a page
+                    out.append(raw)
+                    continue
+                data, f = raw
                 try:
                     if f & _PRIO_MASK:
-                        page = comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress_page(raw)
+                        page = comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress_page(data)
                     else:
-                        page = primary(raw)
+                        page = primary(data)
                 except errors as exc:
                     self._failed_reads += 1
-                    raise DecompressionError(f"{self.name}: page {idx} does not decompress: {exc}") from exc
+                    raise DecompressionError(
+                        f"{self.name}: page {first + k} does not decompress: {exc}") from exc
                 if len(page) != PAGE_SIZE:
                     self._failed_reads += 1
-                    raise DecompressionError(
-                        f"{self.name}: page {idx} decompressed to {len(page)} bytes, expected {PAGE_SIZE}")
-            out.append(page)
+                    raise DecompressionError(f"{self.name}: page {first + k} decompressed to "
+                                             f"{len(page)} bytes, expected {PAGE_SIZE}")
+                out.append(page)
         return out[0] if npages == 1 else b"".join(out)
 
     def _read_special(self, idx: int, f: int, h: int) -> bytes:

@@ -856,9 +856,29 @@ class Pool(PoolBase):
             b = frame_next[pfn] << PAGE_SHIFT
             return mm[a:a + n1] + mm[b:b + n - n1]
 
+        def read_sized_locked(handle: int, n: int) -> bytes:
+            """The object of a live ``handle`` allocated with ``n`` bytes, unchecked.
+
+            For a front-end that owns the pool and keeps each object's size
+            (zram): the class comes from the size, no validation is done.
+            """
+            obj = hobj[handle & _SLOT_MASK]
+            c = cls_of_size[n]
+            pfn = obj >> OBJ_INDEX_BITS
+            off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
+            if not c.huge:
+                off += ZS_HANDLE_SIZE
+            a = (pfn << PAGE_SHIFT) + off
+            if off + n <= PAGE_SIZE:
+                return mm[a:a + n]
+            n1 = PAGE_SIZE - off
+            b = frame_next[pfn] << PAGE_SHIFT
+            return mm[a:a + n1] + mm[b:b + n - n1]
+
         self._store_locked = store_locked
         self._free_locked = free_locked
         self._read_locked = read_locked
+        self._read_sized_locked = read_sized_locked
 
     @staticmethod
     def _payload(obj: int, c: _SizeClass) -> tuple[int, int, int]:
