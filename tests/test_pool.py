@@ -32,8 +32,7 @@ BIG_CLASS = 3632
 
 
 def zspage_pfns(pool: Pool, z: int) -> list[int]:
-    n = pool.zspage_info(z)["pages"]
-    return list(pool._zs_pages[z * pool._W: z * pool._W + n])
+    return pool.zspage_pfns(z)
 
 
 def pool_pfns(pool: Pool) -> list[int]:

@@ -24,7 +24,8 @@ Handle table (per handle slot; a handle is ``generation << 32 | slot``):
 zspage descriptor (per zspage id; ids are recycled LIFO):
   ``_zs_class``, ``_zs_inuse``, ``_zs_freeobj`` (head of the free list, -1 =
   end), ``_zs_bump`` (see below), ``_zs_fg`` (fullness group), ``_zs_next`` /
-  ``_zs_prev`` (fullness list links), ``_zs_pages`` (``chain_size`` pfns)
+  ``_zs_prev`` (fullness list links), ``_zs_pbase`` (where the zspage's
+  ``pages_per_zspage`` pfns start in ``_pagelist``)
 page descriptor (per pfn):
   ``_frame_zspage`` (owning zspage, or -1), ``_frame_next`` (next page of the
   chain, -1 for the last; the kernel's ``page->index``)
@@ -218,16 +219,18 @@ class Pool(PoolBase):
         self._hgen = array("B", [0])
         self._hfree = array("i")
 
-        w = chain_size
-        self._W = w
         self._zs_class = array("H")
-        self._zs_inuse = array("i")
-        self._zs_freeobj = array("i")
-        self._zs_bump = array("i")
+        self._zs_inuse = array("h")
+        self._zs_freeobj = array("h")
+        self._zs_bump = array("h")
         self._zs_fg = array("b")
         self._zs_next = array("i")
         self._zs_prev = array("i")
-        self._zs_pages = array("i")
+        # the page chains: zspage z's pfns are _pagelist[_zs_pbase[z]:][:pages];
+        # freed runs are reused by length (1..chain_size pages)
+        self._zs_pbase = array("i")
+        self._pagelist = array("i")
+        self._pagelist_free = [array("i") for _ in range(chain_size + 1)]
         # A huge object has no header; its header word lives in the descriptor
         # (the kernel keeps the handle in page->index).
         self._zs_huge_hdr = array("q")
@@ -430,8 +433,8 @@ class Pool(PoolBase):
                 raise ValueError(f"pfn {pfn} is not a page of this pool")
             z = self._frame_zspage[pfn]
             c = self._class_by_index[self._zs_class[z]]
-            base = z * self._W
-            pages = self._zs_pages
+            base = self._zs_pbase[z]
+            pages = self._pagelist
             k = next(i for i in range(c.pages_per_zspage) if pages[base + i] == pfn)
             # the huge object's owner is found by its location, so before it moves
             huge_owner = self._huge_owner(z) if c.huge and self._zs_inuse[z] else -1
@@ -495,7 +498,7 @@ class Pool(PoolBase):
         total = self._arena.metadata_bytes()
         for a in (self._hobj, self._zs_huge_hdr, self._hgen, self._hfree, self._zs_class,
                   self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_fg,
-                  self._zs_next, self._zs_prev, self._zs_pages, self._zs_free_ids,
+                  self._zs_next, self._zs_prev, self._zs_pbase, self._pagelist, self._zs_free_ids,
                   self._frame_zspage, self._frame_next):
             total += a.buffer_info()[1] * a.itemsize
         return total
@@ -627,9 +630,9 @@ class Pool(PoolBase):
         self._zs_class.extend(array("H", bytes(2 * k)))
         self._zs_huge_hdr.extend(array("q", bytes(8 * k)))
         for a in (self._zs_inuse, self._zs_freeobj, self._zs_bump, self._zs_next, self._zs_prev):
-            a.extend(array("i", bytes(4 * k)))
+            a.extend(array(a.typecode, bytes(a.itemsize * k)))
         self._zs_fg.extend(array("b", [-1]) * k)
-        self._zs_pages.extend(array("i", [-1]) * (k * self._W))
+        self._zs_pbase.extend(array("i", [-1]) * k)
         # LIFO: the lowest new id is handed out first
         self._zs_free_ids.extend(range(old + k - 1, old - 1, -1))
 
@@ -644,8 +647,14 @@ class Pool(PoolBase):
         self._zs_inuse[z] = 0
         self._zs_freeobj[z] = 0
         self._zs_bump[z] = 0
-        base = z * self._W
-        self._zs_pages[base:base + len(pfns)] = array("i", pfns)
+        free_runs = self._pagelist_free[len(pfns)]
+        if free_runs:
+            base = free_runs.pop()
+            self._pagelist[base:base + len(pfns)] = array("i", pfns)
+        else:
+            base = len(self._pagelist)
+            self._pagelist.extend(pfns)
+        self._zs_pbase[z] = base
         fz = self._frame_zspage
         fn = self._frame_next
         prev = -1
@@ -659,8 +668,9 @@ class Pool(PoolBase):
 
     def _free_zspage(self, c: _SizeClass, z: int) -> None:
         """Release an empty zspage (already off its list) and its frames."""
-        base = z * self._W
-        pfns = self._zs_pages[base:base + c.pages_per_zspage].tolist()
+        base = self._zs_pbase[z]
+        pfns = self._pagelist[base:base + c.pages_per_zspage].tolist()
+        self._pagelist_free[c.pages_per_zspage].append(base)
         fz = self._frame_zspage
         for pfn in pfns:
             fz[pfn] = -1
@@ -676,7 +686,7 @@ class Pool(PoolBase):
         """Pop the zspage's free-list head, write header word ``hdr``; return the location."""
         idx = self._zs_freeobj[z]
         off = idx * c.size
-        pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
+        pfn = self._pagelist[self._zs_pbase[z] + (off >> PAGE_SHIFT)]
         a = (pfn << PAGE_SHIFT) + (off & PAGE_MASK)
         if idx >= self._zs_bump[z]:
             # From the untouched suffix of the initial 0..N-1 chain.
@@ -718,10 +728,10 @@ class Pool(PoolBase):
         zs_class, zs_huge_hdr = self._zs_class, self._zs_huge_hdr
         class_by_index = self._class_by_index
         zs_freeobj, zs_bump, zs_inuse = self._zs_freeobj, self._zs_bump, self._zs_inuse
-        zs_fg, zs_next, zs_prev, zs_pages = self._zs_fg, self._zs_next, self._zs_prev, self._zs_pages
+        zs_fg, zs_next, zs_prev = self._zs_fg, self._zs_next, self._zs_prev
+        zs_pbase, pagelist = self._zs_pbase, self._pagelist
         frame_zspage, frame_next = self._frame_zspage, self._frame_next
         cls_of_size = self._cls_of_size
-        W = self._W
         unpack, pack = _unpack_word, _pack_word
         alloc_zspage, free_zspage = self._alloc_zspage, self._free_zspage
         insert, remove = self._insert_zspage, self._remove_zspage
@@ -746,7 +756,7 @@ class Pool(PoolBase):
             idx = zs_freeobj[z]
             size = c.size
             off = idx * size
-            pfn = zs_pages[z * W + (off >> PAGE_SHIFT)]
+            pfn = pagelist[zs_pbase[z] + (off >> PAGE_SHIFT)]
             off &= PAGE_MASK
             a = (pfn << PAGE_SHIFT) + off
             if idx >= zs_bump[z]:
@@ -971,8 +981,8 @@ class Pool(PoolBase):
         mm = self._mm
         size = c.size
         objs = c.objs_per_zspage
-        pages = self._zs_pages
-        base = src * self._W
+        pages = self._pagelist
+        base = self._zs_pbase[src]
         hobj = self._hobj
         inuse = self._zs_inuse
         for idx in range(self._zs_bump[src]):
@@ -1063,6 +1073,15 @@ class Pool(PoolBase):
                     "inuse": self._zs_inuse[z], "objs_per_zspage": c.objs_per_zspage,
                     "fullness": self._zs_fg[z]}
 
+    def zspage_pfns(self, z: int) -> list[int]:
+        """The frames of zspage ``z`` in chain order."""
+        with self._lock:
+            if not self._live(z):
+                raise ValueError(f"no live zspage {z}")
+            base = self._zs_pbase[z]
+            n = self._class_by_index[self._zs_class[z]].pages_per_zspage
+            return self._pagelist[base:base + n].tolist()
+
     def zspage_siblings(self, handle: int) -> list[int]:
         """Handles of every object in ``handle``'s zspage, in slot order, taken
         atomically (compaction cannot move anything in between)."""
@@ -1085,7 +1104,7 @@ class Pool(PoolBase):
         out = []
         for idx in range(self._zs_bump[z]):
             off = idx * c.size
-            pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
+            pfn = self._pagelist[self._zs_pbase[z] + (off >> PAGE_SHIFT)]
             hdr = _unpack_word(self._mm, (pfn << PAGE_SHIFT) + (off & PAGE_MASK))[0]
             if hdr & 1:
                 out.append((hdr >> 1) & _HANDLE_MASK)
@@ -1147,7 +1166,7 @@ class Pool(PoolBase):
         out = []
         for idx in range(self._zs_bump[z]):
             off = idx * c.size
-            pfn = self._zs_pages[z * self._W + (off >> PAGE_SHIFT)]
+            pfn = self._pagelist[self._zs_pbase[z] + (off >> PAGE_SHIFT)]
             if _unpack_word(self._mm, (pfn << PAGE_SHIFT) + (off & PAGE_MASK))[0] & 1:
                 out.append(idx)
         return out
