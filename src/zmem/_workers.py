@@ -4,11 +4,9 @@ The kernel compresses a page in the writer's context on whatever CPU it runs;
 a Python process has one interpreter lock, and at one 4 KiB page per call
 threads gain little from the codecs releasing it.  Processes do: a worker
 compresses batches of pages while the device's own process commits (allocates
-and stores) earlier batches, and compresses every ``local_every``-th batch
-itself so that neither side waits for the other.
+and stores) earlier batches.
 
-Per worker there are two shared-memory buffer sets (double buffering) in one
-memfd, each:
+Per worker there are ``_SETS`` shared-memory buffer sets in one memfd, each:
 
   ``in``     the batch's pages
   ``out``    per page a slot of ``_OUT_STRIDE`` bytes of compressed data
@@ -16,10 +14,15 @@ memfd, each:
   ``words``  uint64 per page: the fill word of a same-filled page
 
 Messages on a pipe are tiny tuples ("C", buffer, count) answered by ("ok",)
-or ("err", index, message).  The parent commits pages strictly in page order,
-so allocation order (and ``mm_stat``) is the same as without workers.
-Reads stay in the device's process: decompression is cheaper than shipping
-objects to another process and back.
+or ("err", index, message).  A pipe round trip costs about 100 us on a
+virtual machine, as much as a batch of work, so the device's process never
+blocks while there is work left: workers take batches from the front of the
+write, and whenever the next result is not ready the device's process
+compresses the last unassigned batch itself (work stealing from the back).
+Pages are committed strictly in page order either way, so allocation order
+(and ``mm_stat``) is the same as without workers.  Reads stay in the
+device's process: decompression is cheaper than shipping objects to another
+process and back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from multiprocessing.connection import Connection
 
 from ._classes import PAGE_SIZE
 from ._errors import ZmemError
+from ._zram import compress_pages
 
 __all__ = ["CodecWorkers"]
 
@@ -43,12 +47,15 @@ _OUT_STRIDE = 4480
 _SAME = -1
 
 
+_SETS = 3
+
+
 def _layout(batch: int) -> tuple[list[tuple[int, int]], int]:
-    """Offsets and sizes of (in, out, meta, words) for both buffer sets in one memfd."""
+    """Offsets and sizes of (in, out, meta, words) for every buffer set in one memfd."""
     sizes = (batch * (PAGE_SIZE + 64), batch * _OUT_STRIDE, batch * 16, batch * 8)
     regions = []
     off = 0
-    for _ in range(2):
+    for _ in range(_SETS):
         for size in sizes:
             regions.append((off, size))
             off += -(-size // PAGE_SIZE) * PAGE_SIZE
@@ -59,7 +66,7 @@ def _views(mm: mmap.mmap, batch: int) -> list[tuple]:
     regions, _ = _layout(batch)
     mv = memoryview(mm)
     sets = []
-    for i in range(2):
+    for i in range(_SETS):
         r = regions[4 * i:4 * i + 4]
         v = [mv[o:o + n] for o, n in r]
         sets.append((v[0], v[1], v[2].cast("q"), v[3].cast("Q")))
@@ -105,6 +112,7 @@ def _worker_main(argv: list[str]) -> None:
     comps = [get_codec(*a) if a else None for a in codecs]
     _, total = _layout(batch)
     mm = mmap.mmap(shmfd, total)
+    conn_out.send(("ready",))
 
     class _Duplex:
         recv = conn_in.recv
@@ -136,7 +144,18 @@ class _Worker:
         self._in = Connection(c2p_r, writable=False)
         self.send = self._out.send
         self.recv = self._in.recv
+        self.poll = self._in.poll
         self.send(codecs)
+
+    def wait_ready(self) -> None:
+        """Block until the worker has imported its codecs (so it does not
+        compete for the CPU with the first write)."""
+        try:
+            reply = self.recv()
+        except (EOFError, OSError):
+            raise ZmemError("a codec worker process failed to start") from None
+        if reply != ("ready",):
+            raise ZmemError(f"codec worker sent {reply!r} instead of ready")
 
     def close(self) -> None:
         try:
@@ -166,15 +185,20 @@ class CodecWorkers:
     """
 
     def __init__(self, nworkers: int, comps: list, *, batch: int = BATCH_PAGES,
-                 min_pages: int = 64, local_every: int = 4) -> None:
+                 min_pages: int = 64) -> None:
         if nworkers < 1:
             raise ValueError(f"workers must be >= 1, got {nworkers}")
         self.batch = batch
         self.min_pages = min_pages
-        #: every local_every-th batch is compressed by the device's own process
-        self.local_every = local_every
         codecs = [(c.name, c.level, c.dictionary, c.winbits) if c is not None else None for c in comps]
         self._workers = [_Worker(codecs, batch) for _ in range(nworkers)]
+        try:
+            for w in self._workers:
+                w.wait_ready()
+        except BaseException:
+            for w in self._workers:
+                w.close()
+            raise
         self._busy = threading.Lock()
 
     def try_acquire(self) -> bool:
@@ -199,66 +223,61 @@ class CodecWorkers:
             raise ZmemError(f"codec worker failed at batch item {reply[1]}: {reply[2]}")
 
     def write_pages(self, zram, index: int, data: bytes, npages: int) -> None:
-        """Compress batches in the workers (and some here), commit all in page order."""
+        """Compress batches in the workers and here, commit all in page order."""
         B = self.batch
         nb = -(-npages // B)
-        every = self.local_every
-        free_sets = deque((w, b) for b in range(2) for w in self._workers)
+        free_sets = deque((w, b) for b in range(_SETS) for w in self._workers)
         inflight: dict[int, tuple[_Worker, int]] = {}
-        order: deque = deque()  # batches sent, in order, for draining after an error
-        nxt = 0
+        stolen: dict[int, list] = {}
+        front, back = 0, nb  # batches [front, back) are not assigned yet
+        compress = zram._comps[0].compress
         try:
             for j in range(nb):
-                # keep the workers busy ahead of the batch committed now
-                while nxt < nb and free_sets:
-                    if every and nxt % every == every - 1:
-                        nxt += 1
-                        continue
+                while front < back and free_sets:  # keep the workers fed
                     w, b = free_sets.popleft()
-                    first = nxt * B
+                    first = front * B
                     count = min(B, npages - first)
                     w.sets[b][0][:count * PAGE_SIZE] = data[first * PAGE_SIZE:(first + count) * PAGE_SIZE]
                     w.send(("C", b, count))
-                    inflight[nxt] = (w, b)
-                    order.append(nxt)
-                    nxt += 1
+                    inflight[front] = (w, b)
+                    front += 1
                 first = j * B
                 count = min(B, npages - first)
-                if j not in inflight:
+                if j in inflight:
+                    w, b = inflight[j]
+                    while front < back and not w.poll():
+                        back -= 1  # steal the last unassigned batch
+                        stolen[back] = compress_pages(compress, data, back * B, min(B, npages - back * B))
+                    self._wait(w)
+                    del inflight[j]
+                    self._commit(zram, index + first, count, w.sets[b])
+                    free_sets.append((w, b))
+                elif j in stolen:
+                    zram._commit_batch(index + first, stolen.pop(j), data, first * PAGE_SIZE)
+                else:  # j == front == back: nothing left to hand out
+                    front = back = j + 1
                     zram._write_pages_local(index + first,
                                             data[first * PAGE_SIZE:(first + count) * PAGE_SIZE], count)
-                    continue
-                w, b = inflight.pop(j)
-                order.popleft()
-                self._wait(w)
-                self._commit(zram, index + first, count, w.sets[b])
-                free_sets.append((w, b))
         finally:
-            for j in order:  # an error: let the in-flight batches finish
+            for w, _ in inflight.values():  # an error: let the in-flight batches finish
                 try:
-                    inflight[j][0].recv()
+                    w.recv()
                 except (EOFError, OSError):
                     pass
 
     @staticmethod
     def _commit(zram, idx: int, count: int, bufs) -> None:
+        """Commit a batch a worker compressed, straight from the shared buffers."""
         inb, outb, meta, words = bufs
-        lens = meta[:count].tolist()
-        commit, commit_same = zram._commit_page, zram._commit_same
-        acquire, release = zram._lock.acquire, zram._lock.release
-        for k in range(count):
-            n = lens[k]
-            acquire()
-            try:
-                if n == _SAME:
-                    commit_same(idx + k, words[k])
-                elif n <= _OUT_STRIDE:
-                    o = k * _OUT_STRIDE
-                    commit(idx + k, outb[o:o + n], n, inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
-                else:  # beyond any huge threshold: stored raw
-                    commit(idx + k, None, n, inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
-            finally:
-                release()
+        objs: list = []
+        for k, n in enumerate(meta[:count].tolist()):
+            if n == _SAME:
+                objs.append(words[k])
+            elif n <= _OUT_STRIDE:
+                objs.append(outb[k * _OUT_STRIDE:k * _OUT_STRIDE + n])
+            else:  # beyond any huge threshold: stored raw
+                objs.append(None)
+        zram._commit_batch(idx, objs, inb, 0)
 
 
 if __name__ == "__main__":

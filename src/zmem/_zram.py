@@ -132,6 +132,24 @@ def _codec_from(spec) -> Codec:
     return get_codec(name, level=level, dictionary=dictionary, winbits=winbits)
 
 
+def compress_pages(compress, data, first: int, count: int) -> list:
+    """zram's per-page preparation for ``count`` pages from page ``first`` of ``data``:
+    the fill word (an int) of a same-filled page — one 8-byte word repeated,
+    checked first against the last word as ``page_same_filled`` does — else
+    the compressed bytes."""
+    out: list = []
+    pos = first * PAGE_SIZE
+    for _ in range(count):
+        p = data[pos:pos + PAGE_SIZE]
+        pos += PAGE_SIZE
+        w = p[:8]
+        if w == p[4088:] and p == w * 512:
+            out.append(int.from_bytes(w, "little"))
+        else:
+            out.append(compress(p))
+    return out
+
+
 class _BackingFile:
     """The backing device: a file of 4 KiB blocks with a bitmap; block 0 is never used."""
 
@@ -429,76 +447,93 @@ class Zram:
             return
         self._write_pages_local(index, data, npages)
 
-    def _write_pages_local(self, index: int, data: bytes, npages: int) -> None:
-        """Compress and commit whole pages in this process."""
+    #: pages compressed and then committed together by the in-process write path
+    _WRITE_BATCH = 32
+
+    def _write_pages_local(self, index: int, data, npages: int) -> None:
+        """Compress and commit whole pages in this process, a batch at a time."""
         compress = self._comps[0].compress
-        commit, commit_same = self._commit_page, self._commit_same
+        B = self._WRITE_BATCH
+        for first in range(0, npages, B):
+            count = min(B, npages - first)
+            self._commit_batch(index + first, compress_pages(compress, data, first, count),
+                               data, first * PAGE_SIZE)
+
+    def _commit_batch(self, index: int, objs: list, data, base: int) -> None:
+        """Store a batch of prepared pages into slots ``index...`` (takes the lock per page).
+
+        ``objs[k]`` is an int (a same-filled page's word), a bytes-like
+        compressed object, or None (did not compress: stored raw); the raw
+        page is ``data[base + k*4096:][:4096]``.  Per page, as
+        ``zram_write_page``: the new object is allocated and the limit checked
+        before the old content is freed; a page refused by the limit raises
+        and leaves its slot as it was.
+        """
+        huge = self.huge_class_size
+        store, free_obj, free_slot = self._store, self._free_obj, self._free_slot
+        pool = self.pool
+        th, tf = self._handle, self._flags
+        ac = self._actime
+        now = self._timer() - self._t0 if ac is not None else 0.0
+        limit = self._limit_pages
         acquire, release = self._lock.acquire, self._lock.release
-        pos = 0
-        for idx in range(index, index + npages):
-            page = data[pos:pos + PAGE_SIZE]
-            pos += PAGE_SIZE
-            w = page[:8]
-            if w == page[4088:] and page == w * 512:
+        # counters gathered here and added once: other threads only ever add
+        # to them too, so the sums stay exact
+        stored = compr = same = nhuge = 0
+        max_used = self._max_used_pages
+        try:
+            for k, c in enumerate(objs):
+                idx = index + k
                 acquire()
                 try:
-                    commit_same(idx, int.from_bytes(w, "little"))
+                    if type(c) is int:  # write_same_filled_page: no allocation
+                        if th[idx] or tf[idx]:
+                            free_slot(idx)
+                        th[idx] = c
+                        tf[idx] = _SAME
+                        same += 1
+                        stored += 1
+                    else:
+                        n = PAGE_SIZE if c is None else len(c)
+                        if n >= huge:
+                            p = base + k * PAGE_SIZE
+                            h = store(data[p:p + PAGE_SIZE], PAGE_SIZE)
+                            n = PAGE_SIZE
+                            flags = _HUGE | PAGE_SIZE
+                            nhuge += 1
+                        else:
+                            h = store(c, n)
+                            flags = n
+                        total = pool._pages_allocated
+                        if total > max_used:
+                            max_used = total
+                        if limit and total > limit:
+                            free_obj(h)
+                            if flags & _HUGE:
+                                nhuge -= 1
+                            self._failed_writes += 1
+                            raise MemLimitError(
+                                f"{self.name}: writing page {idx} would exceed mem_limit "
+                                f"({limit} pages; the pool would hold {total})")
+                        if th[idx] or tf[idx]:
+                            free_slot(idx)
+                        th[idx] = h
+                        tf[idx] = flags
+                        stored += 1
+                        compr += n
+                    if ac is not None:
+                        ac[idx] = now
                 finally:
                     release()
-                continue
-            c = compress(page)
-            acquire()
-            try:
-                commit(idx, c, len(c), page)
-            finally:
-                release()
-
-    def _commit_same(self, idx: int, word: int) -> None:
-        """``write_same_filled_page`` (lock held): no allocation, the word is the content."""
-        if self._handle[idx] or self._flags[idx]:
-            self._free_slot(idx)
-        self._handle[idx] = word
-        self._flags[idx] = _SAME
-        self._same_pages += 1
-        self._pages_stored += 1
-        if self._actime is not None:
-            self._actime[idx] = self._timer() - self._t0
-
-    def _commit_page(self, idx: int, c, n: int, page) -> None:
-        """Store one compressed page into slot ``idx`` (lock held).
-
-        ``c`` holds the ``n`` compressed bytes, ``page`` the original (stored
-        raw when ``n >= huge_class_size``).  The new object is allocated and
-        the limit checked before the old content is freed, as
-        ``zram_write_page`` does.
-        """
-        if n >= self.huge_class_size:
-            h = self._store(page, PAGE_SIZE)
-            n = PAGE_SIZE
-            flags = _HUGE | PAGE_SIZE
-        else:
-            h = self._store(c, n)
-            flags = n
-        total = self.pool._pages_allocated
-        if total > self._max_used_pages:
-            self._max_used_pages = total
-        if self._limit_pages and total > self._limit_pages:
-            self._free_obj(h)
-            self._failed_writes += 1
-            raise MemLimitError(
-                f"{self.name}: writing page {idx} would exceed mem_limit "
-                f"({self._limit_pages} pages; the pool would hold {total})")
-        if self._handle[idx] or self._flags[idx]:
-            self._free_slot(idx)
-        self._handle[idx] = h
-        self._flags[idx] = flags
-        self._pages_stored += 1
-        self._compr_data_size += n
-        if flags & _HUGE:
-            self._huge_pages += 1
-            self._huge_pages_since += 1
-        if self._actime is not None:
-            self._actime[idx] = self._timer() - self._t0
+        finally:
+            with self._lock:
+                self._pages_stored += stored
+                self._compr_data_size += compr
+                self._same_pages += same
+                self._huge_pages += nhuge
+                self._huge_pages_since += nhuge
+                if max_used > self._max_used_pages:
+                    self._max_used_pages = max_used
 
     #: pages whose compressed objects are copied out under one lock hold
     _READ_CHUNK = 32
