@@ -1,7 +1,7 @@
 """The ``zmem`` command: parse the arguments, call one function, format the result.
 
-Subcommands: ``demo`` (the showcase), ``zramctl``, ``stat``, ``classes`` and
-``compare``.  A user mistake (bad size, unknown algorithm or corpus, missing
+Subcommands: ``demo`` (the showcase), ``zramctl``, ``stat``, ``classes``,
+``compare`` and ``swapsim``.  A user mistake (bad size, unknown algorithm or corpus, missing
 file, no such process) prints one line, ``zmem: error: <Type>: <message>``,
 and exits 1; argparse's usage errors exit 2; Ctrl-C exits 130.  Set
 ``ZMEM_DEBUG=1`` to get the traceback instead.
@@ -114,6 +114,38 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                        plot=args.plot)
 
 
+def _cmd_swapsim(args: argparse.Namespace) -> int:
+    from ._swapsim import run_swapsim
+
+    return run_swapsim(pages=args.pages, corpus=args.corpus, budget=args.budget,
+                       pool_percent=args.pool_percent, memory=args.memory, accesses=args.accesses,
+                       zipf=args.zipf, hot=args.hot, write_fraction=args.writes,
+                       policies=args.policy, reclaims=args.reclaim, compressor=args.compressor,
+                       store=args.store, sweep=args.sweep, plot_path=args.plot, json_path=args.json,
+                       seed=args.seed, repeat=args.repeat, kernel=args.kernel,
+                       kernel_plain=args.kernel_plain, progress=args.progress)
+
+
+def _hot(text: str) -> tuple[float, float]:
+    try:
+        share, prob = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SHARE:PROB, e.g. 0.2:0.8, got {text!r}") from None
+    if not (0 < share < 1 and 0 <= prob <= 1):
+        raise argparse.ArgumentTypeError(f"SHARE must be in (0,1) and PROB in [0,1], got {text!r}")
+    return share, prob
+
+
+def _budget_list(text: str) -> list[str]:
+    items = [x for x in text.split(",") if x]
+    for x in items:
+        try:
+            float(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid budget {x!r}") from None
+    return items
+
+
 def _no_source(args: argparse.Namespace) -> bool:
     return all(getattr(args, k) is None for k in ("load", "corpus", "pid", "workload", "size"))
 
@@ -200,6 +232,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png",
                    help="draw mem_used_total of both over the steps (needs matplotlib)")
     p.set_defaults(func=_cmd_compare, parser=p)
+
+    p = sub.add_parser("swapsim", help="a process under a memory budget swapping through zswap",
+                       description="Run a process of real pages under a memory budget with Zipf "
+                       "accesses, swapping through zmem's Zswap in several configurations (kernel "
+                       "behaviour, compact_then_writeback, zspage reclaim) and through plain swap; "
+                       "print hit rate, writeback, pool ratio and µs per store, load and fault. "
+                       "--kernel runs the same workload on the kernel's zswap (root).")
+    p.add_argument("--pages", type=_positive_int, default=32768,
+                   help="pages of the process (default 32768 = 128 MiB)")
+    p.add_argument("--corpus", metavar="NAME", help="base pages from this corpus (default: all "
+                   "corpora, or a live capture without them)")
+    p.add_argument("--budget", default="0.5", metavar="X",
+                   help="resident frames: a fraction of --pages or a page count (default 0.5)")
+    p.add_argument("--pool-percent", type=int, metavar="P",
+                   help="zswap max_pool_percent of --memory (default 10; 1 with --kernel)")
+    p.add_argument("--memory", metavar="SIZE", help="what --pool-percent is a percentage of "
+                   "(default: the process's size; with --kernel the machine's MemTotal)")
+    p.add_argument("--accesses", type=_positive_int, default=1_000_000, help="default 1000000")
+    p.add_argument("--zipf", type=float, default=1.0, metavar="S", help="Zipf parameter (default 1.0)")
+    p.add_argument("--hot", type=_hot, metavar="SHARE:PROB",
+                   help="hot/cold instead of Zipf: SHARE of the pages get PROB of the accesses")
+    p.add_argument("--writes", type=_share, default=0.1, metavar="X",
+                   help="share of accesses that write (default 0.1)")
+    p.add_argument("--policy", action="append", choices=("writeback", "compact_then_writeback"),
+                   help="limit policy to run (repeatable; default both)")
+    p.add_argument("--reclaim", action="append", choices=("object_lru", "zspage"),
+                   help="reclaim kind to run (repeatable; default both)")
+    p.add_argument("--compressor", default="lzo", metavar="NAME", help="default lzo")
+    p.add_argument("--store", choices=("direct", "file"), default="direct",
+                   help="backing swap file: O_DIRECT (a disk I/O per page, default) or through "
+                   "the page cache")
+    p.add_argument("--sweep", type=_budget_list, nargs="?", const=_budget_list("0.2,0.35,0.5,0.65,0.8"),
+                   metavar="B1,B2,...", help="also run every configuration at these budgets "
+                   "(default 0.2,0.35,0.5,0.65,0.8)")
+    p.add_argument("--plot", metavar="OUT.png", help="pool pages and ratio over time (and the sweep)")
+    p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    p.add_argument("--seed", type=int, default=1, help="default 1")
+    p.add_argument("--repeat", type=_positive_int, default=1,
+                   help="runs per configuration; timings are the best (default 1)")
+    p.add_argument("--kernel", action="store_true",
+                   help="also run the workload on the kernel's zswap (root, loop device, memory cgroup)")
+    p.add_argument("--kernel-plain", action="store_true",
+                   help="with --kernel, run it once more with zswap off (the kernel's plain swap)")
+    p.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    p.set_defaults(func=_cmd_swapsim, parser=p)
     return parser
 
 
