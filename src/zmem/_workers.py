@@ -77,7 +77,10 @@ def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
     """Worker loop: compress one batch per message."""
     compress = comps[0].compress
     while True:
-        msg = conn.recv()
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the device's process is gone
+            return
         if msg[0] == "Q":
             return
         _, b, count = msg

@@ -24,6 +24,7 @@ import json
 import mmap
 import os
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -171,77 +172,115 @@ def _bare_decompress(pages: list[bytes], name: str) -> Callable[[], object]:
     return run
 
 
-def _kernel_io(data: bytes, name: str, chunk: int, repeat: int) -> dict | None:
-    from ._kernel import KernelZram, kernel_zram_available
+class _KernelDevice:
+    """A kernel zram device for timing: O_DIRECT I/O from a page-aligned copy of the data."""
 
-    ok, why = kernel_zram_available()
-    if not ok:
-        return {"skipped": why}
-    buf = mmap.mmap(-1, len(data))
-    buf[:] = data
-    mv = memoryview(buf)
-    out: dict = {}
-    try:
-        with KernelZram(len(data), name) as dev:
-            fd = os.open(dev.path, os.O_RDWR | os.O_DIRECT)
-            try:
-                def write() -> None:
-                    for off in range(0, len(data), chunk):
-                        os.pwritev(fd, [mv[off:off + chunk]], off)
+    def __init__(self, data: bytes, name: str) -> None:
+        from ._kernel import KernelZram
 
-                def read() -> None:
-                    for off in range(0, len(data), chunk):
-                        os.preadv(fd, [mv[off:off + chunk]], off)
+        self.size = len(data)
+        self.buf = mmap.mmap(-1, len(data))
+        self.buf[:] = data
+        self.mv = memoryview(self.buf)
+        self.dev = KernelZram(len(data), name)
+        self.fd = os.open(self.dev.path, os.O_RDWR | os.O_DIRECT)
 
-                out["write"] = _best(write, repeat)
-                out["mm_stat"] = dev.mm_stat()
-                out["read"] = _best(read, repeat)
-            finally:
-                os.close(fd)
-    finally:
-        mv.release()
-        buf.close()
-    return out
+    def empty(self) -> None:
+        self.dev.discard(0, self.size)
+
+    def write(self, chunk: int) -> None:
+        fd, mv = self.fd, self.mv
+        for off in range(0, self.size, chunk):
+            os.pwritev(fd, [mv[off:off + chunk]], off)
+
+    def read(self, chunk: int) -> None:
+        fd, mv = self.fd, self.mv
+        for off in range(0, self.size, chunk):
+            os.preadv(fd, [mv[off:off + chunk]], off)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.dev.close()
+        self.mv.release()
+        self.buf.close()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
 def bench_zram(data: bytes, algorithms=("lzo", "lz4"), *, kernel: bool = True,
-               chunk: int = 1 << 20, repeat: int = 3, workers: int = 0) -> dict:
-    """Zram write/read MB/s against the bare compressor and the kernel, per algorithm."""
+               chunk: int = 1 << 20, repeat: int = 5, workers=(0, 1)) -> dict:
+    """Zram write/read against the bare compressor and the kernel, per algorithm.
+
+    Each repetition times, back to back, the bare codec loops, a fresh zmem
+    device per worker setting (write, overwrite, read) and the kernel device
+    (emptied, then written and read), so a slow moment of the machine hits
+    every side of a ratio; ratios are taken per repetition, then the median.
+    """
+    from ._kernel import kernel_zram_available
+
     npages = len(data) // PAGE_SIZE
     pages = [data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] for i in range(npages)]
     mb = len(data) / MB
-    results: dict = {"bytes": len(data), "pages": npages, "workers": workers, "algorithms": {}}
+    ok, why = kernel_zram_available() if kernel else (False, "not asked for")
+    results: dict = {"bytes": len(data), "pages": npages, "repeat": repeat, "chunk": chunk,
+                     "kernel": ok or why, "algorithms": {}}
     for name in algorithms:
-        r: dict = {}
-        r["bare_compress_mb_s"] = mb / _best(_bare_compress(pages, name), repeat)
-        r["bare_decompress_mb_s"] = mb / _best(_bare_decompress(pages, name), repeat)
+        t: dict[str, list[float]] = {}
+        bare_c, bare_d = _bare_compress(pages, name), _bare_decompress(pages, name)
+        kdev = _KernelDevice(data, name) if ok else None
+        try:
+            for _ in range(repeat):
+                t.setdefault("bare_compress", []).append(_timed(bare_c))
+                for w in workers:
+                    z = Zram(len(data), name, workers=w)
+                    try:
+                        def write() -> None:
+                            for off in range(0, len(data), chunk):
+                                z.write(off, data[off:off + chunk])
 
-        z = None
-
-        def fresh() -> None:
-            # a new device each time: the first write is what a user sees
-            nonlocal z
-            if z is not None:
-                z.close()
-            z = Zram(len(data), name, workers=workers)
-
-        def write() -> None:
-            for off in range(0, len(data), chunk):
-                z.write(off, data[off:off + chunk])
-
-        def read() -> None:
-            for off in range(0, len(data), chunk):
-                z.read(off, chunk)
-
-        r["zram_write_mb_s"] = mb / _best(write, repeat, setup=fresh)
-        r["zram_overwrite_mb_s"] = mb / _best(write, repeat)
-        r["zram_read_mb_s"] = mb / _best(read, repeat)
-        z.close()
+                        def read() -> None:
+                            for off in range(0, len(data), chunk):
+                                z.read(off, chunk)
+                        t.setdefault(f"write_{w}", []).append(_timed(write))
+                        t.setdefault(f"overwrite_{w}", []).append(_timed(write))
+                        t.setdefault(f"read_{w}", []).append(_timed(read))
+                    finally:
+                        z.close()
+                if kdev is not None:
+                    kdev.empty()
+                    t.setdefault("kernel_write", []).append(_timed(lambda: kdev.write(chunk)))
+                    t.setdefault("kernel_read", []).append(_timed(lambda: kdev.read(chunk)))
+                    kdev.empty()
+                    t.setdefault("kernel_write_per_page", []).append(
+                        _timed(lambda: kdev.write(PAGE_SIZE)))
+                    t.setdefault("kernel_read_per_page", []).append(
+                        _timed(lambda: kdev.read(PAGE_SIZE)))
+                t.setdefault("bare_decompress", []).append(_timed(bare_d))
+        finally:
+            if kdev is not None:
+                kdev.close()
+        r: dict = {"mb_s": {k: mb / _median(v) for k, v in t.items()}, "ratios": {}}
+        for w in workers:
+            rr = r["ratios"][w] = {}
+            for op, base in (("write", "bare_compress"), ("read", "bare_decompress"),
+                             ("write", "kernel_write"), ("read", "kernel_read")):
+                if base in t:
+                    rr[f"{op}/{base}"] = _median([b / a for a, b in zip(t[f"{op}_{w}"], t[base])])
         # memory: RSS growth of one device written once, against what it reports
         gc.collect()
         rss0 = rss_bytes()
         z = Zram(len(data), name)
-        write()
+        for off in range(0, len(data), chunk):
+            z.write(off, data[off:off + chunk])
         rss1 = rss_bytes()
         st = z.mm_stat()
         meta = z.metadata_bytes()
@@ -250,18 +289,6 @@ def bench_zram(data: bytes, algorithms=("lzo", "lz4"), *, kernel: bool = True,
         r["rss_growth"] = rss1 - rss0
         r["rss_over_pool_pct"] = 100.0 * ((rss1 - rss0) / (st.mem_used_total + meta) - 1)
         z.close()
-        if kernel:
-            k = _kernel_io(data, name, chunk, repeat)
-            if k and "write" in k:
-                r["kernel_write_mb_s"] = mb / k["write"]
-                r["kernel_read_mb_s"] = mb / k["read"]
-                r["kernel_mm_stat"] = k["mm_stat"]
-                k1 = _kernel_io(data, name, PAGE_SIZE, 1)
-                if k1 and "write" in k1:
-                    r["kernel_write_per_page_mb_s"] = mb / k1["write"]
-                    r["kernel_read_per_page_mb_s"] = mb / k1["read"]
-            elif k:
-                r["kernel_skipped"] = k.get("skipped")
         results["algorithms"][name] = r
     return results
 
@@ -283,26 +310,28 @@ def format_pool(r: dict) -> str:
 
 
 def format_zram(r: dict) -> str:
-    lines = [f"zram on {r['pages']} real pages ({r['bytes'] / MB:.0f} MB), "
-             f"{r['workers']} codec worker processes, best of runs:"]
-    hdr = f"  {'':8} {'write':>9} {'read':>9}   {'w/bare':>7} {'r/bare':>7}   {'w/kernel':>8} {'r/kernel':>8}"
-    lines.append(hdr)
+    lines = [f"zram on {r['pages']} real pages ({r['bytes'] / MB:.0f} MB), {r['chunk'] >> 10} KiB per call, "
+             f"median of {r['repeat']} interleaved runs:"]
+    lines.append(f"  {'algo':6} {'workers':>7} {'write':>9} {'read':>9} {'overwrite':>10}   "
+                 f"{'w/bare':>6} {'r/bare':>6}   {'w/kernel':>8} {'r/kernel':>8}")
     for name, a in r["algorithms"].items():
-        kw, kr = a.get("kernel_write_mb_s"), a.get("kernel_read_mb_s")
-        lines.append(f"  {name:8} {a['zram_write_mb_s']:7.0f}MB {a['zram_read_mb_s']:7.0f}MB   "
-                     f"{a['zram_write_mb_s'] / a['bare_compress_mb_s']:7.2f} "
-                     f"{a['zram_read_mb_s'] / a['bare_decompress_mb_s']:7.2f}   "
-                     + (f"{a['zram_write_mb_s'] / kw:8.2f} {a['zram_read_mb_s'] / kr:8.2f}" if kw else
-                        f"{'n/a':>8} {'n/a':>8}"))
-    lines.append("  reference MB/s:")
+        m = a["mb_s"]
+        for w, rr in a["ratios"].items():
+            lines.append(
+                f"  {name:6} {w:>7} {m[f'write_{w}']:7.0f}MB {m[f'read_{w}']:7.0f}MB {m[f'overwrite_{w}']:8.0f}MB   "
+                f"{rr['write/bare_compress']:6.2f} {rr['read/bare_decompress']:6.2f}   "
+                + (f"{rr['write/kernel_write']:8.2f} {rr['read/kernel_read']:8.2f}"
+                   if "write/kernel_write" in rr else f"{'n/a':>8} {'n/a':>8}"))
+    lines.append("  reference MB/s (same runs):")
     for name, a in r["algorithms"].items():
-        k = (f"kernel write {a['kernel_write_mb_s']:.0f} ({a.get('kernel_write_per_page_mb_s', 0):.0f} per-page), "
-             f"read {a['kernel_read_mb_s']:.0f} ({a.get('kernel_read_per_page_mb_s', 0):.0f} per-page)"
-             if "kernel_write_mb_s" in a else f"kernel: {a.get('kernel_skipped', 'not measured')}")
-        lines.append(f"  {name:8} bare compress {a['bare_compress_mb_s']:.0f}, decompress "
-                     f"{a['bare_decompress_mb_s']:.0f}; zram overwrite {a['zram_overwrite_mb_s']:.0f}; {k}")
-        lines.append(f"  {'':8} metadata {a['metadata_bytes_per_page']:.1f} B/page; RSS growth "
-                     f"{a['rss_over_pool_pct']:+.1f}% vs mem_used_total+metadata")
+        m = a["mb_s"]
+        k = (f"kernel zram write {m['kernel_write']:.0f} (per-page pwrite {m['kernel_write_per_page']:.0f}), "
+             f"read {m['kernel_read']:.0f} (per-page {m['kernel_read_per_page']:.0f})"
+             if "kernel_write" in m else f"kernel: {r['kernel']}")
+        lines.append(f"  {name:6} bare compress {m['bare_compress']:.0f}, decompress "
+                     f"{m['bare_decompress']:.0f}; {k}")
+        lines.append(f"  {'':6} metadata {a['metadata_bytes_per_page']:.1f} B/page; process RSS grew "
+                     f"{a['rss_over_pool_pct']:+.1f}% vs mem_used_total + metadata")
     return "\n".join(lines)
 
 
@@ -312,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="256M", help="bytes of real pages for zram (default 256M)")
     ap.add_argument("--objects", type=int, default=200_000, help="objects for the pool benchmark")
     ap.add_argument("--algorithms", default="lzo,lz4")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-kernel", action="store_true")
-    ap.add_argument("--workers", type=int, default=0,
-                    help="codec worker processes for zram writes (default 0: in-process)")
+    ap.add_argument("--workers", default="0,1",
+                    help="codec worker settings to compare for zram (default 0,1)")
     ap.add_argument("--json", help="write all figures to this file")
     args = ap.parse_args(argv)
     from ._zram import parse_size
@@ -333,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     if "zram" in args.what:
         data, source = load_pages(parse_size(args.size))
         out["zram"] = bench_zram(data, tuple(args.algorithms.split(",")), kernel=not args.no_kernel,
-                                 repeat=args.repeat, workers=args.workers)
+                                 repeat=args.repeat,
+                                 workers=tuple(int(w) for w in args.workers.split(",")))
         out["zram"]["source"] = source
         print(format_zram(out["zram"]), flush=True)
     if args.json:
