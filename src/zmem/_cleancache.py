@@ -354,28 +354,19 @@ class Cleancache(CompressedCache):
     def _reclaim_to(self, target_pages: int) -> int:
         """Evict until the pool holds at most ``target_pages``; return pages discarded."""
         pool = self.pool
-        evicted = 0
-        empty = 0
-        while pool.total_pages > target_pages:
-            n = self._reclaim_step()
-            if n < 0:
-                break
-            if n == 0:
-                # second chance: one full turn of the LRU clears every bit
-                empty += 1
-                if empty > self._lru_len + 1:
-                    break
-                continue
-            empty = 0
-            evicted += n
-        return evicted
+        return self._evict_while(lambda evicted: pool.total_pages > target_pages)
 
     def shrink(self, nr_to_scan: int) -> int:
         """Memory pressure: discard at least ``nr_to_scan`` cached pages (whole zspages
         with ``reclaim="zspage"``); return pages discarded."""
+        return self._evict_while(lambda evicted: evicted < nr_to_scan)
+
+    def _evict_while(self, more) -> int:
+        """Run reclaim steps while ``more(evicted)``; stop when the LRU is empty or
+        a whole turn of it (every second chance used) evicted nothing."""
         evicted = 0
         empty = 0
-        while evicted < nr_to_scan:
+        while more(evicted):
             n = self._reclaim_step()
             if n < 0:
                 break

@@ -601,7 +601,7 @@ class Zram:
             except OSError:
                 self._failed_reads += 1
                 raise
-        return self.pool._read_locked(h, PAGE_SIZE)
+        return self.pool._read_sized_locked(h, PAGE_SIZE)
 
     def _read_slot_page(self, idx: int) -> bytes:
         """Decompressed content of one slot (lock held; used by partial I/O and post-processing)."""
@@ -609,7 +609,7 @@ class Zram:
         h = self._handle[idx]
         if f & (_SAME | _WB | _HUGE) or not h:
             return self._read_special(idx, f, h)
-        raw = self.pool._read_locked(h, f & _SIZE_MASK)
+        raw = self.pool._read_sized_locked(h, f & _SIZE_MASK)
         return self._comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress(raw)
 
     def _write_partial(self, index: int, head: int, data: bytes) -> None:

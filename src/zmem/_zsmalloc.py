@@ -840,8 +840,8 @@ class Pool(PoolBase):
             hgen[slot] = (hgen[slot] + 1) & _GEN_MASK
             hfree.append(slot)
 
-        def read_locked(handle: int, n: int = -1) -> bytes:
-            """A copy of the object's first ``n`` bytes (default: all of it)."""
+        def read_locked(handle: int) -> bytes:
+            """A copy of the whole object, validating the handle."""
             if type(handle) is not int:
                 check_slot(handle)
             slot = handle & _SLOT_MASK
@@ -851,20 +851,12 @@ class Pool(PoolBase):
             pfn = obj >> OBJ_INDEX_BITS
             z = frame_zspage[pfn]
             c = class_by_index[zs_class[z]]
-            off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
             if c.huge:
-                if n < 0:
-                    n = zs_huge_hdr[z] >> (_HANDLE_BITS + 1)
+                n = zs_huge_hdr[z] >> (_HANDLE_BITS + 1)
             else:
-                if n < 0:
-                    n = unpack(mm, (pfn << PAGE_SHIFT) + off)[0] >> (_HANDLE_BITS + 1)
-                off += ZS_HANDLE_SIZE
-            a = (pfn << PAGE_SHIFT) + off
-            if off + n <= PAGE_SIZE:
-                return mm[a:a + n]
-            n1 = PAGE_SIZE - off
-            b = frame_next[pfn] << PAGE_SHIFT
-            return mm[a:a + n1] + mm[b:b + n - n1]
+                n = unpack(mm, (pfn << PAGE_SHIFT) + (((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK))[0]
+                n >>= _HANDLE_BITS + 1
+            return read_sized_locked(handle, n)
 
         def read_sized_locked(handle: int, n: int) -> bytes:
             """The object of a live ``handle`` allocated with ``n`` bytes, unchecked.
