@@ -317,13 +317,10 @@ class Pool(PoolBase):
 
     def read(self, handle: int, length: int | None = None) -> bytes:
         """A copy of the object (its allocated size, or its first ``length`` bytes)."""
+        if length is not None and (type(length) is not int or length < 0):
+            raise ValueError(f"length must be a non-negative int, got {length!r}")
         with self._lock:
-            if length is None:
-                return self._read_locked(handle)
-            slot = self._slot(handle)
-            size, c = self._size_class(slot)
-            n = self._check_length(length, size, handle)
-            return self._read_obj(self._hobj[slot], c, n)
+            return self._read_locked(handle, -1 if length is None else length)
 
     def read_into(self, handle: int, buf, length: int | None = None) -> int:
         """Copy the object into ``buf`` (a writable buffer) without an intermediate copy."""
@@ -840,8 +837,8 @@ class Pool(PoolBase):
             hgen[slot] = (hgen[slot] + 1) & _GEN_MASK
             hfree.append(slot)
 
-        def read_locked(handle: int) -> bytes:
-            """A copy of the whole object, validating the handle."""
+        def read_locked(handle: int, length: int = -1) -> bytes:
+            """A copy of the object (or its first ``length`` bytes), validating the handle."""
             if type(handle) is not int:
                 check_slot(handle)
             slot = handle & _SLOT_MASK
@@ -856,7 +853,12 @@ class Pool(PoolBase):
             else:
                 n = unpack(mm, (pfn << PAGE_SHIFT) + (((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK))[0]
                 n >>= _HANDLE_BITS + 1
-            return read_sized_locked(handle, n)
+            if length < 0 or length == n:
+                return read_sized_locked(handle, n)
+            if length > n:
+                raise ValueError(f"cannot read {length} bytes of handle {handle:#x} "
+                                 f"allocated with {n} bytes")
+            return read_sized_locked(handle, n)[:length]
 
         def read_sized_locked(handle: int, n: int) -> bytes:
             """The object of a live ``handle`` allocated with ``n`` bytes, unchecked.
@@ -902,15 +904,6 @@ class Pool(PoolBase):
             mv = memoryview(data)
             mm[a:a + n1] = mv[:n1]
             mm[b:b + n - n1] = mv[n1:n]
-
-    def _read_obj(self, obj: int, c: _SizeClass, n: int) -> bytes:
-        pfn, off, a = self._payload(obj, c)
-        mm = self._mm
-        if off + n <= PAGE_SIZE:
-            return mm[a:a + n]
-        n1 = PAGE_SIZE - off
-        b = self._frame_next[pfn] << PAGE_SHIFT
-        return mm[a:a + n1] + mm[b:b + n - n1]
 
     # ------------------------------------------------------------------
     # compaction
