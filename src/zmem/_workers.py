@@ -20,9 +20,9 @@ blocks while there is work left: workers take batches from the front of the
 write, and whenever the next result is not ready the device's process
 compresses the last unassigned batch itself (work stealing from the back).
 Pages are committed strictly in page order either way, so allocation order
-(and ``mm_stat``) is the same as without workers.  Reads stay in the
-device's process: decompression is cheaper than shipping objects to another
-process and back.
+(and ``mm_stat``) is the same as without workers.  Large reads work the
+same way the other way round: the device's process copies objects out of
+the pool, workers decompress them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from ._classes import PAGE_SIZE
-from ._errors import ZmemError
+from ._errors import DecompressionError, ZmemError
 from ._zram import compress_pages
 
 __all__ = ["CodecWorkers"]
@@ -74,7 +74,7 @@ def _views(mm: mmap.mmap, batch: int) -> list[tuple]:
 
 
 def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
-    """Worker loop: compress one batch per message."""
+    """Worker loop: compress ("C") or decompress ("D") one batch per message."""
     compress = comps[0].compress
     while True:
         try:
@@ -83,10 +83,18 @@ def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
             return
         if msg[0] == "Q":
             return
-        _, b, count = msg
+        kind, b, count = msg
         inb, outb, meta, words = sets[b]
         k = 0
         try:
+            if kind == "D":  # meta[2k]: offset in `in`; meta[2k+1]: length | priority << 32
+                for k in range(count):
+                    off = meta[2 * k]
+                    ln = meta[2 * k + 1]
+                    page = comps[ln >> 32].decompress(bytes(inb[off:off + (ln & 0xFFFFFFFF)]))
+                    outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = page
+                conn.send(("ok",))
+                continue
             for k in range(count):
                 p = bytes(inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
                 w = p[:8]
@@ -257,8 +265,8 @@ class CodecWorkers:
                     free_sets.append((w, b))
                 elif j in stolen:
                     zram._commit_batch(index + first, stolen.pop(j), data, first * PAGE_SIZE)
-                else:  # j == front == back: nothing left to hand out
-                    front = back = j + 1
+                else:  # not handed out (no worker was free): do it here
+                    front = max(front, j + 1)
                     zram._write_pages_local(index + first,
                                             data[first * PAGE_SIZE:(first + count) * PAGE_SIZE], count)
         finally:
@@ -267,6 +275,75 @@ class CodecWorkers:
                     w.recv()
                 except (EOFError, OSError):
                     pass
+
+    def read_pages(self, zram, index: int, npages: int) -> list:
+        """Pages ``index..index+npages`` (a list of page bytes), decompressed in the
+        workers and here.
+
+        The device's process copies each batch's objects out of the pool
+        (under its lock), hands the front batches to the workers and, while
+        the next result is not ready, does the last unassigned batch itself.
+        """
+        B = self.batch
+        nb = -(-npages // B)
+        free_sets = deque((w, b) for b in range(_SETS) for w in self._workers)
+        inflight: dict[int, tuple[_Worker, int]] = {}
+        parts: list = [None] * nb  # per batch: its list of pages (or pairs to decompress)
+        front, back = 0, nb
+
+        def collect(j: int) -> list:
+            first = j * B
+            parts[j] = zram._collect(index + first, min(B, npages - first))
+            return parts[j]
+
+        try:
+            for j in range(nb):
+                while front < back and free_sets:
+                    w, b = free_sets.popleft()
+                    inb, _, meta, _ = w.sets[b]
+                    off = k = 0
+                    for part in collect(front):
+                        if type(part) is bytes:
+                            continue
+                        data, prio = part
+                        ln = len(data)
+                        inb[off:off + ln] = data
+                        meta[2 * k] = off
+                        meta[2 * k + 1] = ln | (prio << 32)
+                        off += ln
+                        k += 1
+                    w.send(("D", b, k))
+                    inflight[front] = (w, b)
+                    front += 1
+                if j in inflight:
+                    w, b = inflight[j]
+                    while front < back and not w.poll():
+                        back -= 1  # do the last unassigned batch here
+                        zram._decompress_parts(collect(back))
+                    del inflight[j]
+                    try:
+                        self._wait(w)
+                    except ZmemError as exc:
+                        zram._failed_reads += 1
+                        raise DecompressionError(f"{zram.name}: {exc}") from None
+                    outb = w.sets[b][1]
+                    pj = parts[j]
+                    k = 0
+                    for i, part in enumerate(pj):
+                        if type(part) is not bytes:
+                            pj[i] = bytes(outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
+                            k += 1
+                    free_sets.append((w, b))
+                elif parts[j] is None:  # not handed out (no worker was free): do it here
+                    front = max(front, j + 1)
+                    zram._decompress_parts(collect(j))
+        finally:
+            for w, _ in inflight.values():  # an error: let the in-flight batches finish
+                try:
+                    w.recv()
+                except (EOFError, OSError):
+                    pass
+        return [page for batch in parts for page in batch]
 
     @staticmethod
     def _commit(zram, idx: int, count: int, bufs) -> None:
