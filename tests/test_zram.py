@@ -1316,3 +1316,24 @@ def test_codec_workers_give_the_same_device():
                 dev.write(0, pages)
             seen.append((m1, m2, dev.mm_stat(), dev.io_stat(), dev.read(0, len(pages))))
     assert seen[0] == seen[1]
+
+
+@pytest.mark.parametrize("algo", ["lzo", "lz4"])
+def test_codec_workers_at_many_sizes_match_in_process(algo):
+    """Batches go to the worker from the front and are stolen from the back;
+    whatever the split, pages land in order and the device matches one without workers."""
+    rnd = random.Random(7)
+    npages = 700
+    pages = b"".join([text_page(i), rand_page(i), same_page(b"12345678"), comp_page(i, 50 + i % 3000)][i % 4]
+                     for i in range(npages))
+    with Zram(npages * PAGE, algo) as plain, Zram(npages * PAGE, algo, workers=1) as par:
+        for _ in range(6):
+            first = rnd.randrange(npages)
+            count = rnd.choice([64, 65, 100, 257, 500, npages - first])
+            count = min(count, npages - first)
+            src = rnd.randrange(npages - count + 1)
+            chunk = pages[src * PAGE:(src + count) * PAGE]
+            plain.write(first * PAGE, chunk)
+            par.write(first * PAGE, chunk)
+            assert par.mm_stat() == plain.mm_stat()
+            assert par.read(0, npages * PAGE) == plain.read(0, npages * PAGE)
