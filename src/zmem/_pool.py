@@ -71,6 +71,12 @@ class PoolBase(ABC):
         """``store`` for each item, in order."""
         return [self.store(d) for d in items]
 
+    def take(self, handle: int) -> bytes:
+        """Read the whole object and free it (zswap's exclusive load)."""
+        data = self.read(handle)
+        self.free(handle)
+        return data
+
     def free_many(self, handles: Sequence[int]) -> None:
         """``free`` for each handle, in order."""
         for h in handles:

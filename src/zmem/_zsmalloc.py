@@ -302,6 +302,15 @@ class Pool(PoolBase):
         if self.auto_compact:
             self._shrinker_tick(1)
 
+    def take(self, handle: int) -> bytes:
+        """Read the whole object and free it, under one lock hold."""
+        with self._lock:
+            data = self._read_locked(handle)
+            self._free_locked(handle)
+        if self.auto_compact:
+            self._shrinker_tick(1)
+        return data
+
     def write(self, handle: int, data) -> None:
         """``zs_obj_write``: copy ``data`` to the start of the object."""
         if type(data) is not bytes:
@@ -355,7 +364,8 @@ class Pool(PoolBase):
         if type(data) is not bytes:
             data = _flat(data)
         n = len(data)
-        self._check_size(n)
+        if not 0 < n <= self.max_alloc_size:
+            self._check_size(n)  # raises the precise error
         with self._lock:
             return self._store_locked(data, n)
 

@@ -507,25 +507,30 @@ class Zswap(CompressedCache):
                 return page
             else:
                 return None
+        if raw is None:  # exclusive: the entry is ours, its object goes with the read
+            raw = self.pool.take(h)
         try:
-            if raw is None:
-                raw = self.pool.read(h, n)
             page = self._decompress(raw, n)
         except DecompressionError:
             self._decompress_fail += 1
             if exclusive:
-                self._reinstate(offset, h, n)
+                self._reinstate_raw(offset, raw, n)
             raise
-        if exclusive:
-            self.pool.free(h)
         self._zswpin += 1
         return page
 
-    def _reinstate(self, offset: int, h: int, n: int) -> None:
-        """Put back an entry an exclusive load took but could not decompress (the kernel keeps it)."""
+    def _reinstate_raw(self, offset: int, raw: bytes, n: int) -> None:
+        """Put back an entry an exclusive load took but could not decompress (the
+        kernel keeps it): its bytes go back into the pool under a new handle."""
+        try:
+            h = self.pool.store(raw)
+        except ZmemError:
+            return  # no room: the page is lost either way, and counted in decompress_fail
         with self._lock:
             if not self._flags[offset] & (_F_POOL | _F_STORE):
                 self._install(offset, h, n)
+                if self._revmap is not None:
+                    self._zspage_touch(offset, h, n)
                 return
         self.pool.free(h)  # a newer page took the offset meanwhile
 
