@@ -270,11 +270,7 @@ class CodecWorkers:
                     zram._write_pages_local(index + first,
                                             data[first * PAGE_SIZE:(first + count) * PAGE_SIZE], count)
         finally:
-            for w, _ in inflight.values():  # an error: let the in-flight batches finish
-                try:
-                    w.recv()
-                except (EOFError, OSError):
-                    pass
+            self._drain(inflight)
 
     def read_pages(self, zram, index: int, npages: int) -> list:
         """Pages ``index..index+npages`` (a list of page bytes), decompressed in the
@@ -338,12 +334,18 @@ class CodecWorkers:
                     front = max(front, j + 1)
                     zram._decompress_parts(collect(j))
         finally:
-            for w, _ in inflight.values():  # an error: let the in-flight batches finish
-                try:
-                    w.recv()
-                except (EOFError, OSError):
-                    pass
+            self._drain(inflight)
         return [page for batch in parts for page in batch]
+
+    @staticmethod
+    def _drain(inflight: dict) -> None:
+        """After an error, let the batches still in flight finish, so every
+        worker is idle and its buffers free for the next call."""
+        for w, _ in inflight.values():
+            try:
+                w.recv()
+            except (EOFError, OSError):
+                pass
 
     @staticmethod
     def _commit(zram, idx: int, count: int, bufs) -> None:
