@@ -182,6 +182,24 @@ def test_write_accepts_bytearray_and_memoryview(z):
     assert z.read(0, 2 * PAGE) == p + p
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_write_reads_any_buffer_in_place_and_lets_it_go(workers):
+    from array import array
+
+    pages = b"".join(text_page(i) if i % 4 else same_page(b"abcdefgh") for i in range(100))
+    with Zram(101 * PAGE, "lzo", workers=workers) as dev:
+        buf = bytearray(pages)
+        dev.write(0, memoryview(buf)[:70 * PAGE])  # a view into a larger buffer
+        dev.write(70 * PAGE + 100, array("B", pages[70 * PAGE + 100:]))  # partial head page
+        dev.write(70 * PAGE, buf[70 * PAGE:70 * PAGE + 100])
+        buf += b"more"  # no view of the caller's buffer is left behind
+        buf[:] = bytes(len(buf))  # and what is stored is a copy
+        assert dev.read(0, 100 * PAGE) == pages
+        with pytest.raises(TypeError):
+            dev.write(0, "a str is not bytes")
+        assert dev.read(0, 100 * PAGE) == pages
+
+
 # ----------------------------------------------------------------------
 # out of range
 
@@ -1320,7 +1338,7 @@ def test_codec_workers_give_the_same_device():
 
 @pytest.mark.parametrize("algo", ["lzo", "lz4"])
 def test_codec_workers_at_many_sizes_match_in_process(algo):
-    """Batches go to the worker from the front and are stolen from the back;
+    """Batches go to the worker and a few pages at a time are done in process;
     whatever the split, pages land in order and the device matches one without workers."""
     rnd = random.Random(7)
     npages = 700
@@ -1337,3 +1355,45 @@ def test_codec_workers_at_many_sizes_match_in_process(algo):
             par.write(first * PAGE, chunk)
             assert par.mm_stat() == plain.mm_stat()
             assert par.read(0, npages * PAGE) == plain.read(0, npages * PAGE)
+            # whole pages read straight into a caller's buffer, by both paths
+            buf = bytearray(count * PAGE)
+            assert par.read_into(first * PAGE, buf) == len(buf)
+            assert buf == plain.read(first * PAGE, count * PAGE)
+            buf2 = bytearray(len(buf))
+            plain.read_into(first * PAGE, memoryview(buf2))
+            assert buf2 == buf
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_read_into_any_range_and_bad_range(workers):
+    pages = b"".join(text_page(i) if i % 3 else rand_page(i) for i in range(100))
+    with Zram(100 * PAGE, "lzo", workers=workers) as dev:
+        dev.write(0, pages)
+        for off, n in [(0, 100 * PAGE), (PAGE, 70 * PAGE), (5, 3 * PAGE), (99 * PAGE, PAGE), (17, 1)]:
+            buf = bytearray(n)
+            assert dev.read_into(off, buf) == n
+            assert bytes(buf) == pages[off:off + n]
+        buf = bytearray(b"\x01" * 2 * PAGE)
+        with pytest.raises(ValueError):
+            dev.read_into(99 * PAGE, buf)  # runs past the end
+        with pytest.raises(ValueError):
+            dev.read_into(-PAGE, buf)
+        assert buf == b"\x01" * 2 * PAGE  # untouched
+
+
+def test_codec_workers_share_shrinks_towards_the_end():
+    from zmem._workers import CodecWorkers
+
+    cw = CodecWorkers.__new__(CodecWorkers)  # the policy alone, no processes
+    cw.batch, cw.steal = 32, 8
+    assert cw._share(1000, 64) == 32
+    assert cw._share(64, 64) == 32
+    assert cw._share(48, 64) == 24  # half of what is left
+    assert cw._share(12, 32) == 8  # at least a steal's worth
+    assert cw._share(8, 32) == 0  # the device's process does the rest
+    assert cw._share(5, 0) == 5  # an idle worker still gets the rest
+    for left in range(1, 200):
+        for queued in (0, 32):
+            n = cw._share(left, queued)
+            assert 0 <= n <= min(left, 32)
+            assert n or queued

@@ -13,6 +13,12 @@ would otherwise fault the same frames back in again and again.  Frames are
 therefore *not* guaranteed to be zero when handed out; the allocators never
 read a byte they have not written.
 
+Frames from the never-used top are faulted in ahead, ``_PREFAULT`` at a time,
+with one ``madvise(MADV_POPULATE_WRITE)``: one call per 64 frames costs about
+two thirds of 64 separate page faults on this machine's VM.  At most
+``_PREFAULT - 1`` such frames are resident and not yet handed out; ``trim``
+gives them back.
+
 The mapping grows by ``mremap`` (``mmap.resize``), doubling, so pfns stay valid
 across growth although the virtual address may move.  Growth needs that no
 buffer of the mapping is exported at that moment; the owner of the arena calls
@@ -33,6 +39,8 @@ __all__ = ["Arena"]
 
 PAGE_SHIFT = 12
 _INITIAL_FRAMES = 256  # 1 MiB of address space; nothing is touched until used
+_PREFAULT = 64
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
 
 
 class Arena:
@@ -50,6 +58,8 @@ class Arena:
                             flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._free = array("i")  # LIFO of freed pfns
         self._top = 0  # frames [0, _top) have been handed out at least once
+        self._populated = 0  # frames [_top, _populated) are faulted in ahead
+        self._prefault = _PREFAULT
         self.frames_in_use = 0
         self.frames_peak = 0
 
@@ -81,6 +91,8 @@ class Arena:
             top = self._top
             if top + k > self._capacity:
                 self._grow(top + k)
+            if top + k > self._populated:
+                self._populate(top + k)
             out += range(top, top + k)
             self._top = top + k
         self.frames_in_use += n
@@ -120,8 +132,28 @@ class Arena:
             mm.madvise(mmap.MADV_DONTNEED, run_start << PAGE_SHIFT,
                        (run_end - run_start) << PAGE_SHIFT)
 
+    def _populate(self, need: int) -> None:
+        """Fault in frames up to ``need`` and ahead of it, in one call."""
+        start = max(self._populated, self._top)
+        if not self._prefault:
+            self._populated = need
+            return
+        end = min(self._capacity, max(need, start + self._prefault))
+        try:
+            self.mm.madvise(_MADV_POPULATE_WRITE, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT)
+        except OSError:
+            # an older kernel (EINVAL), or no memory now: fault on first touch
+            self._prefault = 0
+            end = need
+        self._populated = end
+
     def trim(self) -> int:
-        """Give every cached frame back to the OS; return how many."""
+        """Give every cached frame, and the frames faulted in ahead, back to
+        the OS; return how many."""
+        ahead = self._populated - self._top
+        if ahead > 0:
+            self.mm.madvise(mmap.MADV_DONTNEED, self._top << PAGE_SHIFT, ahead << PAGE_SHIFT)
+        self._populated = self._top
         n = len(self._cache)
         if n:
             pfns = self._cache.tolist()
@@ -136,8 +168,8 @@ class Arena:
 
     @property
     def resident_frames(self) -> int:
-        """Frames that may be resident: in use plus cached."""
-        return self.frames_in_use + len(self._cache)
+        """Frames that may be resident: in use, cached and faulted in ahead."""
+        return self.frames_in_use + len(self._cache) + max(0, self._populated - self._top)
 
     def can_alloc(self, n: int) -> bool:
         """Whether ``n`` more frames fit under ``max_frames``."""

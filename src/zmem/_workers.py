@@ -14,24 +14,33 @@ Per worker there are ``_SETS`` shared-memory buffer sets in one memfd, each:
   ``words``  uint64 per page: the fill word of a same-filled page
 
 Messages on a pipe are tiny tuples ("C", buffer, count) answered by ("ok",)
-or ("err", index, message).  A pipe round trip costs about 100 us on a
-virtual machine, as much as a batch of work, so the device's process never
-blocks while there is work left: workers take batches from the front of the
-write, and whenever the next result is not ready the device's process
-compresses the last unassigned batch itself (work stealing from the back).
+or ("err", index, message).  A pipe round trip costs about 100 us on this
+virtual machine when the worker sleeps, 30 us when it is awake, against
+about 200 us of work in a batch, so:
+
+* a worker spins for a moment (``_SPIN``) before it sleeps on the pipe;
+* the device's process never blocks while there is work left: whenever the
+  oldest batch out is not back yet, it compresses the next ``STEAL_PAGES``
+  pages itself (stealing from the front, so they are committed soon after);
+* towards the end of a call a worker gets half of what is left rather than
+  a whole batch, so both finish together.
+
 Pages are committed strictly in page order either way, so allocation order
 (and ``mm_stat``) is the same as without workers.  Large reads work the
 same way the other way round: the device's process copies objects out of
-the pool, workers decompress them.
+the pool straight into a worker's buffer, workers decompress them, and the
+pages go straight into the caller's buffer for ``read_into``.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import Connection
 
@@ -42,12 +51,16 @@ from ._zram import compress_pages
 __all__ = ["CodecWorkers"]
 
 BATCH_PAGES = 32
+#: pages the device's process compresses at a time while a worker's batch is not back
+STEAL_PAGES = 8
 #: Room for one compressed page: lzo's worst case is 4096 + 4096/16 + 64 + 3.
 _OUT_STRIDE = 4480
 _SAME = -1
 
 
 _SETS = 3
+_SPIN = 0.002  # seconds a worker polls before it sleeps on the pipe
+_now = time.perf_counter
 
 
 def _layout(batch: int) -> tuple[list[tuple[int, int]], int]:
@@ -76,7 +89,14 @@ def _views(mm: mmap.mmap, batch: int) -> list[tuple]:
 def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
     """Worker loop: compress ("C") or decompress ("D") one batch per message."""
     compress = comps[0].compress
+    fast = [c.decompress_page if c is not None else None for c in comps]
+    poll = conn.poll
     while True:
+        # spin a little before sleeping: the next batch usually follows
+        # within a batch's time, and a wake-up costs ~50 us on a VM
+        deadline = _now() + _SPIN
+        while not poll() and _now() < deadline:
+            pass
         try:
             msg = conn.recv()
         except (EOFError, OSError):  # the device's process is gone
@@ -91,7 +111,9 @@ def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
                 for k in range(count):
                     off = meta[2 * k]
                     ln = meta[2 * k + 1]
-                    page = comps[ln >> 32].decompress(bytes(inb[off:off + (ln & 0xFFFFFFFF)]))
+                    page = fast[ln >> 32](bytes(inb[off:off + (ln & 0xFFFFFFFF)]))
+                    if len(page) != PAGE_SIZE:
+                        raise ValueError(f"decompressed to {len(page)} bytes, expected {PAGE_SIZE}")
                     outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = page
                 conn.send(("ok",))
                 continue
@@ -128,6 +150,7 @@ def _worker_main(argv: list[str]) -> None:
     class _Duplex:
         recv = conn_in.recv
         send = conn_out.send
+        poll = conn_in.poll
 
     _serve(_Duplex(), _views(mm, batch), comps)  # type: ignore[arg-type]
 
@@ -155,7 +178,12 @@ class _Worker:
         self._in = Connection(c2p_r, writable=False)
         self.send = self._out.send
         self.recv = self._in.recv
-        self.poll = self._in.poll
+        # select.poll: a tenth of Connection.poll's cost, and it is called
+        # between every few pages the device's process does itself
+        poller = select.poll()
+        poller.register(c2p_r, select.POLLIN)
+        ready = poller.poll
+        self.poll = lambda: bool(ready(0))
         self.send(codecs)
 
     def wait_ready(self) -> None:
@@ -200,6 +228,7 @@ class CodecWorkers:
         if nworkers < 1:
             raise ValueError(f"workers must be >= 1, got {nworkers}")
         self.batch = batch
+        self.steal = STEAL_PAGES
         self.min_pages = min_pages
         codecs = [(c.name, c.level, c.dictionary, c.winbits) if c is not None else None for c in comps]
         self._workers = [_Worker(codecs, batch) for _ in range(nworkers)]
@@ -235,113 +264,152 @@ class CodecWorkers:
 
     def write_pages(self, zram, index: int, data: bytes, npages: int) -> None:
         """Compress batches in the workers and here, commit all in page order."""
-        B = self.batch
-        nb = -(-npages // B)
+        S = self.steal
         free_sets = deque((w, b) for b in range(_SETS) for w in self._workers)
-        inflight: dict[int, tuple[_Worker, int]] = {}
-        stolen: dict[int, list] = {}
-        front, back = 0, nb  # batches [front, back) are not assigned yet
+        # work handed out, in page order: (first, count, worker, buffer set)
+        # for a worker's batch, (first, count, None, objs) for pages done here
+        units: deque = deque()
+        front = 0  # pages [front, npages) are not handed out yet
+        queued = 0  # pages handed to workers and not back yet
         compress = zram._comps[0].compress
         try:
-            for j in range(nb):
-                while front < back and free_sets:  # keep the workers fed
+            while units or front < npages:
+                while front < npages and free_sets:  # keep the workers fed
+                    count = self._share(npages - front, queued)
+                    if not count:
+                        break
                     w, b = free_sets.popleft()
-                    first = front * B
-                    count = min(B, npages - first)
-                    w.sets[b][0][:count * PAGE_SIZE] = data[first * PAGE_SIZE:(first + count) * PAGE_SIZE]
+                    queued += count
+                    w.sets[b][0][:count * PAGE_SIZE] = data[front * PAGE_SIZE:(front + count) * PAGE_SIZE]
                     w.send(("C", b, count))
-                    inflight[front] = (w, b)
-                    front += 1
-                first = j * B
-                count = min(B, npages - first)
-                if j in inflight:
-                    w, b = inflight[j]
-                    while front < back and not w.poll():
-                        back -= 1  # steal the last unassigned batch
-                        stolen[back] = compress_pages(compress, data, back * B, min(B, npages - back * B))
+                    units.append((front, count, w, b))
+                    front += count
+                first, count, w, x = units[0]
+                if w is not None:
+                    # while the oldest batch is not back, compress the next few
+                    # pages here: a small steal, committed soon after, keeps
+                    # both processes busy to the end of the call
+                    while front < npages and not w.poll():
+                        n = min(S, npages - front)
+                        units.append((front, n, None, compress_pages(compress, data, front, n)))
+                        front += n
                     self._wait(w)
-                    del inflight[j]
-                    self._commit(zram, index + first, count, w.sets[b])
-                    free_sets.append((w, b))
-                elif j in stolen:
-                    zram._commit_batch(index + first, stolen.pop(j), data, first * PAGE_SIZE)
-                else:  # not handed out (no worker was free): do it here
-                    front = max(front, j + 1)
-                    zram._write_pages_local(index + first,
-                                            data[first * PAGE_SIZE:(first + count) * PAGE_SIZE], count)
+                    units.popleft()
+                    queued -= count
+                    self._commit(zram, index + first, count, w.sets[x])
+                    free_sets.append((w, x))
+                else:
+                    units.popleft()
+                    zram._commit_batch(index + first, x, data, first * PAGE_SIZE)
         finally:
-            self._drain(inflight)
+            self._drain([(w, x) for _, _, w, x in units if w is not None])
 
-    def read_pages(self, zram, index: int, npages: int) -> list:
-        """Pages ``index..index+npages`` (a list of page bytes), decompressed in the
-        workers and here.
+    def read_pages(self, zram, index: int, npages: int, out=None) -> list | None:
+        """Pages ``index..index+npages``, decompressed in the workers and here:
+        a list of page bytes, or written into ``out`` (a writable byte view
+        of ``npages`` pages) when given.
 
         The device's process copies each batch's objects out of the pool
-        (under its lock), hands the front batches to the workers and, while
-        the next result is not ready, does the last unassigned batch itself.
+        (under its lock) and hands it to a worker; while the oldest batch is
+        not back it copies out and decompresses the next few pages itself.
         """
-        B = self.batch
-        nb = -(-npages // B)
+        S = self.steal
         free_sets = deque((w, b) for b in range(_SETS) for w in self._workers)
-        inflight: dict[int, tuple[_Worker, int]] = {}
-        parts: list = [None] * nb  # per batch: its list of pages (or pairs to decompress)
-        front, back = 0, nb
+        # in page order: (first, parts, worker, buffer set), worker None for
+        # pages done here; parts as zram._collect gives them
+        units: deque = deque()
+        pages: list = []
+        front = 0
+        queued = 0
+        collect, decompress = zram._collect, zram._decompress_parts
+        collect_into = zram._collect_into
 
-        def collect(j: int) -> list:
-            first = j * B
-            parts[j] = zram._collect(index + first, min(B, npages - first))
-            return parts[j]
+        def emit(first: int, parts: list, outb) -> None:
+            # runs of pages a worker decompressed are copied in one slice
+            k = 0
+            pos = first * PAGE_SIZE
+            run = 0
+            for part in parts:
+                if part is None:
+                    run += 1
+                    continue
+                if run:
+                    flush(outb, k, run, pos)
+                    k += run
+                    pos += run * PAGE_SIZE
+                    run = 0
+                if out is None:
+                    pages.append(part)
+                else:
+                    out[pos:pos + PAGE_SIZE] = part
+                pos += PAGE_SIZE
+            if run:
+                flush(outb, k, run, pos)
+
+        def flush(outb, k: int, run: int, pos: int) -> None:
+            src = outb[k * PAGE_SIZE:(k + run) * PAGE_SIZE]
+            if out is None:
+                pages.append(bytes(src))
+            else:
+                out[pos:pos + run * PAGE_SIZE] = src
 
         try:
-            for j in range(nb):
-                while front < back and free_sets:
+            while units or front < npages:
+                while front < npages and free_sets:
+                    count = self._share(npages - front, queued)
+                    if not count:
+                        break
                     w, b = free_sets.popleft()
                     inb, _, meta, _ = w.sets[b]
-                    off = k = 0
-                    for part in collect(front):
-                        if type(part) is bytes:
-                            continue
-                        data, prio = part
-                        ln = len(data)
-                        inb[off:off + ln] = data
-                        meta[2 * k] = off
-                        meta[2 * k + 1] = ln | (prio << 32)
-                        off += ln
-                        k += 1
+                    parts, k = collect_into(index + front, count, inb, meta)
                     w.send(("D", b, k))
-                    inflight[front] = (w, b)
-                    front += 1
-                if j in inflight:
-                    w, b = inflight[j]
-                    while front < back and not w.poll():
-                        back -= 1  # do the last unassigned batch here
-                        zram._decompress_parts(collect(back))
-                    del inflight[j]
-                    try:
-                        self._wait(w)
-                    except ZmemError as exc:
-                        zram._failed_reads += 1
-                        raise DecompressionError(f"{zram.name}: {exc}") from None
-                    outb = w.sets[b][1]
-                    pj = parts[j]
-                    k = 0
-                    for i, part in enumerate(pj):
-                        if type(part) is not bytes:
-                            pj[i] = bytes(outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
-                            k += 1
-                    free_sets.append((w, b))
-                elif parts[j] is None:  # not handed out (no worker was free): do it here
-                    front = max(front, j + 1)
-                    zram._decompress_parts(collect(j))
+                    units.append((front, parts, w, b))
+                    front += count
+                    queued += count
+                first, parts, w, b = units[0]
+                if w is None:
+                    units.popleft()
+                    emit(first, parts, None)
+                    continue
+                while front < npages and not w.poll():
+                    n = min(S, npages - front)
+                    stolen = collect(index + front, n)
+                    decompress(stolen)
+                    units.append((front, stolen, None, None))
+                    front += n
+                units.popleft()
+                queued -= len(parts)
+                try:
+                    self._wait(w)
+                except ZmemError as exc:
+                    zram._failed_reads += 1
+                    raise DecompressionError(f"{zram.name}: {exc}") from None
+                emit(first, parts, w.sets[b][1])
+                free_sets.append((w, b))
         finally:
-            self._drain(inflight)
-        return [page for batch in parts for page in batch]
+            self._drain([(w, b) for _, _, w, b in units if w is not None])
+        return pages if out is None else None
+
+    def _share(self, left: int, queued: int) -> int:
+        """Pages to hand a worker next, of ``left`` not handed out yet.
+
+        A full batch while much is left; towards the end half of what is
+        left (at least a steal's worth), so the worker's last batch is small
+        and both processes finish together: the call ends with the commit of
+        that batch, during which the worker has nothing to do.
+        """
+        B, S = self.batch, self.steal
+        if left >= 2 * B:
+            return B
+        if left <= S and queued:
+            return 0  # this process does the rest itself
+        return min(left, max(S, left >> 1))
 
     @staticmethod
-    def _drain(inflight: dict) -> None:
+    def _drain(inflight) -> None:
         """After an error, let the batches still in flight finish, so every
         worker is idle and its buffers free for the next call."""
-        for w, _ in inflight.values():
+        for w, _ in inflight:
             try:
                 w.recv()
             except (EOFError, OSError):
