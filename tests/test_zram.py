@@ -1290,10 +1290,10 @@ def _corrupt(dev: Zram, index: int) -> None:
     dev.pool.write(dev._handle[index], b"\xff" * size)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_corrupt_object_read_fails_and_counts_failed_reads(workers):
+@pytest.mark.parametrize("algo,workers", [("lzo", 0), ("lzo", 2), ("lz4", 0), ("zstd", 0), ("zstd", 1)])
+def test_corrupt_object_read_fails_and_counts_failed_reads(algo, workers):
     pages = [text_page(i) for i in range(80)]
-    with Zram(80 * PAGE, "lzo", workers=workers) as dev:
+    with Zram(80 * PAGE, algo, workers=workers) as dev:
         dev.write(0, b"".join(pages))
         _corrupt(dev, 70)
         with pytest.raises(DecompressionError):
@@ -1397,3 +1397,20 @@ def test_codec_workers_share_shrinks_towards_the_end():
             n = cw._share(left, queued)
             assert 0 <= n <= min(left, 32)
             assert n or queued
+
+
+def test_direct_reads_fall_back_for_a_secondary_that_wants_bytes():
+    """lz4 decompresses straight from the arena; a page recompressed with lzo
+    (which wants bytes) is copied out first.  Both read back, straddling
+    objects included."""
+    pages = b"".join(text_page(i) if i % 3 else comp_page(i, 300 + 27 * i) for i in range(120))
+    with Zram(120 * PAGE, "lz4", algorithm_params={"level": 1 << 16},
+              recomp_algorithms={1: "lzo"}) as dev:
+        dev.write(0, pages)
+        assert dev.recompress(max_pages=60) > 0
+        prios = {dev.slot_info(i).get("priority") for i in range(120)}
+        assert {0, 1} <= prios, prios
+        assert dev.read(0, len(pages)) == pages
+        buf = bytearray(len(pages))
+        dev.read_into(0, buf)
+        assert buf == pages

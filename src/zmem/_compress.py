@@ -58,6 +58,9 @@ class Codec:
     """Fast path: ``decompress_page(data) -> bytes`` of at most one page, no checks;
     raises one of ``errors`` on corrupt input.  The caller checks the length."""
     errors: tuple = field(repr=False, compare=False, default=())
+    takes_views: bool = field(repr=False, compare=False, default=True)
+    """Whether ``decompress_page`` accepts a memoryview of writable memory
+    (python-lzo wants read-only bytes)."""
 
     @property
     def params(self) -> str:
@@ -112,7 +115,8 @@ def get_codec(name: str, level: int | None = None, dictionary: bytes | None = No
     except ImportError as exc:
         raise UnsupportedAlgorithmError(
             f"{name}: its binding is not installed ({exc}); pip install zmem's dependencies") from exc
-    return Codec(name, level, dictionary, winbits, comp, _checked(fast, name, errors), fast, errors)
+    return Codec(name, level, dictionary, winbits, comp, _checked(fast, name, errors), fast, errors,
+                 takes_views=name != "lzo")
 
 
 def _lzo(level, dictionary, winbits):

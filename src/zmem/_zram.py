@@ -583,9 +583,13 @@ class Zram:
         else:
             parts = []
             B = self._READ_CHUNK
+            direct = self._comps[0].takes_views
             for first in range(0, npages, B):
-                chunk = self._collect(index + first, min(B, npages - first))
-                self._decompress_parts(chunk)
+                if direct:
+                    chunk = self._read_direct(index + first, min(B, npages - first))
+                else:
+                    chunk = self._collect(index + first, min(B, npages - first))
+                    self._decompress_parts(chunk)
                 if out is None:
                     parts += chunk
                 else:  # one copy per chunk: cheaper than a view per page
@@ -617,6 +621,53 @@ class Zram:
                 if ac is not None and (f or h):
                     ac[idx] = now
         return parts
+
+    def _read_direct(self, index: int, count: int) -> list:
+        """Pages ``index..index+count`` decompressed under the lock, each
+        object straight from the arena where its codec takes a buffer (as
+        ``zram_read_page`` decompresses under the slot lock): no copy of the
+        object first.  The in-process read path for lz4, zstd and deflate."""
+        pool = self.pool
+        read_with, read = pool._read_sized_with_locked, pool._read_sized_locked
+        comps = self._comps
+        dec = [c.decompress_page if c is not None else None for c in comps]
+        views = [c is not None and c.takes_views for c in comps]
+        th, tf = self._handle, self._flags
+        ac = self._actime
+        now = self._timer() - self._t0 if ac is not None else 0.0
+        pages: list = []
+        with self._lock:
+            view = memoryview(pool._mm)
+            try:
+                for idx in range(index, index + count):
+                    f = tf[idx]
+                    h = th[idx]
+                    if f & (_SAME | _WB | _HUGE) or not h:
+                        pages.append(self._read_special(idx, f, h))
+                    else:
+                        prio = (f & _PRIO_MASK) >> _PRIO_SHIFT
+                        try:
+                            if views[prio]:
+                                page = read_with(h, f & _SIZE_MASK, view, dec[prio])
+                            else:
+                                page = dec[prio](read(h, f & _SIZE_MASK))
+                        except self._codec_errors as exc:
+                            self._failed_reads += 1
+                            raise DecompressionError(
+                                f"{self.name}: a page does not decompress: {exc}") from exc
+                        if len(page) != PAGE_SIZE:
+                            self._failed_reads += 1
+                            raise DecompressionError(
+                                f"{self.name}: a page decompressed to {len(page)} bytes, "
+                                f"expected {PAGE_SIZE}")
+                        pages.append(page)
+                    if f & (_IDLE | _PP):
+                        tf[idx] = f & ~(_IDLE | _PP)
+                    if ac is not None and (f or h):
+                        ac[idx] = now
+            finally:
+                view.release()
+        return pages
 
     def _collect_into(self, index: int, count: int, buf, meta) -> tuple[list, int]:
         """``_collect`` for a codec worker: each compressed object is copied
