@@ -53,6 +53,9 @@ __all__ = ["CodecWorkers"]
 BATCH_PAGES = 32
 #: pages the device's process compresses at a time while a worker's batch is not back
 STEAL_PAGES = 8
+#: for a write, a page this process compresses and commits takes about this
+#: many times one a worker compresses (which this process only commits)
+WRITE_RATIO = 2.0
 #: Room for one compressed page: lzo's worst case is 4096 + 4096/16 + 64 + 3.
 _OUT_STRIDE = 4480
 _SAME = -1
@@ -229,6 +232,7 @@ class CodecWorkers:
             raise ValueError(f"workers must be >= 1, got {nworkers}")
         self.batch = batch
         self.steal = STEAL_PAGES
+        self.write_ratio = WRITE_RATIO
         self.min_pages = min_pages
         codecs = [(c.name, c.level, c.dictionary, c.winbits) if c is not None else None for c in comps]
         self._workers = [_Worker(codecs, batch) for _ in range(nworkers)]
@@ -275,7 +279,7 @@ class CodecWorkers:
         try:
             while units or front < npages:
                 while front < npages and free_sets:  # keep the workers fed
-                    count = self._share(npages - front, queued)
+                    count = self._share(npages - front, queued, self.write_ratio)
                     if not count:
                         break
                     w, b = free_sets.popleft()
@@ -284,6 +288,10 @@ class CodecWorkers:
                     w.send(("C", b, count))
                     units.append((front, count, w, b))
                     front += count
+                if not units:  # too little left to hand out: do it here
+                    n = min(S, npages - front)
+                    units.append((front, n, None, compress_pages(compress, data, front, n)))
+                    front += n
                 first, count, w, x = units[0]
                 if w is not None:
                     # while the oldest batch is not back, compress the next few
@@ -304,30 +312,45 @@ class CodecWorkers:
         finally:
             self._drain([(w, x) for _, _, w, x in units if w is not None])
 
+    #: pages read under one hold of the device's lock
+    READ_WINDOW = 1024
+
     def read_pages(self, zram, index: int, npages: int, out=None) -> list | None:
         """Pages ``index..index+npages``, decompressed in the workers and here:
         a list of page bytes, or written into ``out`` (a writable byte view
         of ``npages`` pages) when given.
 
-        The device's process copies each batch's objects out of the pool
-        (under its lock) and hands it to a worker; while the oldest batch is
-        not back it copies out and decompresses the next few pages itself.
+        A window of pages at a time, under the device's lock: the objects are
+        located in one pass, each batch's objects are copied straight into a
+        worker's buffer, and while the oldest batch is not back this process
+        decompresses the next few pages itself.
         """
+        pages: list = []
+        W = self.READ_WINDOW
+        for first in range(0, npages, W):
+            count = min(W, npages - first)
+            with zram._lock:
+                win = zram._locate(index + first, count)
+                try:
+                    self._read_window(zram, win, count, pages, out, first * PAGE_SIZE)
+                finally:
+                    win.release()
+        return pages if out is None else None
+
+    def _read_window(self, zram, win, npages: int, pages: list, out, base: int) -> None:
         S = self.steal
         free_sets = deque((w, b) for b in range(_SETS) for w in self._workers)
-        # in page order: (first, parts, worker, buffer set), worker None for
-        # pages done here; parts as zram._collect gives them
+        # in page order: (first, parts, worker, buffer set): parts as
+        # zram._objects_into gives them, or the pages done here (worker None)
         units: deque = deque()
-        pages: list = []
         front = 0
         queued = 0
-        collect, decompress = zram._collect, zram._decompress_parts
-        collect_into = zram._collect_into
+        read_here, objects_into = zram._read_located, zram._objects_into
 
         def emit(first: int, parts: list, outb) -> None:
             # runs of pages a worker decompressed are copied in one slice
             k = 0
-            pos = first * PAGE_SIZE
+            pos = base + first * PAGE_SIZE
             run = 0
             for part in parts:
                 if part is None:
@@ -361,21 +384,27 @@ class CodecWorkers:
                         break
                     w, b = free_sets.popleft()
                     inb, _, meta, _ = w.sets[b]
-                    parts, k = collect_into(index + front, count, inb, meta)
+                    parts, k = objects_into(win, front, front + count, inb, meta)
                     w.send(("D", b, k))
                     units.append((front, parts, w, b))
                     front += count
                     queued += count
+                if not units:  # too little left to hand out: do it here
+                    n = min(S, npages - front)
+                    units.append((front, read_here(win, front, front + n), None, None))
+                    front += n
                 first, parts, w, b = units[0]
-                if w is None:
+                if w is None:  # pages done here: all bytes, one copy
                     units.popleft()
-                    emit(first, parts, None)
+                    if out is None:
+                        pages += parts
+                    else:
+                        pos = base + first * PAGE_SIZE
+                        out[pos:pos + len(parts) * PAGE_SIZE] = b"".join(parts)
                     continue
                 while front < npages and not w.poll():
                     n = min(S, npages - front)
-                    stolen = collect(index + front, n)
-                    decompress(stolen)
-                    units.append((front, stolen, None, None))
+                    units.append((front, read_here(win, front, front + n), None, None))
                     front += n
                 units.popleft()
                 queued -= len(parts)
@@ -388,22 +417,21 @@ class CodecWorkers:
                 free_sets.append((w, b))
         finally:
             self._drain([(w, b) for _, _, w, b in units if w is not None])
-        return pages if out is None else None
 
-    def _share(self, left: int, queued: int) -> int:
-        """Pages to hand a worker next, of ``left`` not handed out yet.
+    def _share(self, left: int, queued: int, ratio: float = 1.0) -> int:
+        """Pages to hand a worker next, of ``left`` not handed out yet, when
+        ``queued`` pages are already out with workers.
 
-        A full batch while much is left; towards the end half of what is
-        left (at least a steal's worth), so the worker's last batch is small
-        and both processes finish together: the call ends with the commit of
-        that batch, during which the worker has nothing to do.
+        At most a batch, and no more than keeps the workers' queue within
+        what this process has left to do itself (``queued + n <= ratio *
+        (left - n)``; ``ratio`` is how much longer a page takes here than
+        in a worker, counting what this process does for the worker's pages
+        too): a call then ends with both processes finishing together rather
+        than this one waiting on a long queue.  Less than a steal's worth is
+        not worth the trip.
         """
-        B, S = self.batch, self.steal
-        if left >= 2 * B:
-            return B
-        if left <= S and queued:
-            return 0  # this process does the rest itself
-        return min(left, max(S, left >> 1))
+        n = min(self.batch, int((ratio * left - queued) / (1.0 + ratio)))
+        return n if n >= self.steal else 0
 
     @staticmethod
     def _drain(inflight) -> None:

@@ -34,6 +34,8 @@ import time
 from array import array
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from ._classes import PAGE_SIZE
 from ._compress import Codec, get_codec
 from ._errors import (
@@ -71,6 +73,8 @@ class SlotFlag(enum.IntFlag):
 
 
 _SAME, _WB, _PP, _HUGE, _IDLE, _INCOMP = (int(f) for f in SlotFlag)
+#: a slot with any of these is not a plain object of the primary codec
+_NOT_PLAIN = _SAME | _WB | _HUGE | _PRIO_MASK
 # zram_free_page clears these whatever the slot held
 _CLEAR_ON_FREE = _IDLE | _INCOMP | _PP | _PRIO_MASK
 
@@ -197,6 +201,23 @@ class _BackingFile:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class _Window:
+    """Slots located for reading under one lock hold (``Zram._locate``): per
+    slot whether it is a plain object and its index among those, per object
+    its location and size; and a view of the arena, released with the lock."""
+
+    __slots__ = ("index", "plain", "jof", "a", "n1", "b", "n", "mm", "view")
+
+    def __init__(self, index, plain, jof, a, n1, b, n, mm) -> None:
+        self.index, self.plain, self.jof = index, plain, jof
+        self.a, self.n1, self.b, self.n = a, n1, b, n
+        self.mm = mm
+        self.view = memoryview(mm)
+
+    def release(self) -> None:
+        self.view.release()
 
 
 class Zram:
@@ -562,11 +583,13 @@ class Zram:
                 if max_used > self._max_used_pages:
                     self._max_used_pages = max_used
 
-    #: pages whose compressed objects are copied out under one lock hold
-    _READ_CHUNK = 32
+    #: pages read under one lock hold: locating objects is one numpy pass
+    #: per window, which costs about as much as 8 pages' Python, so windows
+    #: are large; readers hold the lock about a millisecond per window
+    _READ_WINDOW = 256
 
     def _read_pages(self, index: int, npages: int, out=None) -> bytes | None:
-        """Whole pages: collect a chunk under the lock, decompress it outside.
+        """Whole pages, a window at a time under the lock.
 
         Returns the bytes, or writes them into ``out`` (a writable byte view
         of ``npages`` pages) and returns None.
@@ -578,151 +601,116 @@ class Zram:
                 parts = workers.read_pages(self, index, npages, out)
             finally:
                 workers.release()
-            if out is not None:
-                return None
         else:
             parts = []
-            B = self._READ_CHUNK
-            direct = self._comps[0].takes_views
-            for first in range(0, npages, B):
-                if direct:
-                    chunk = self._read_direct(index + first, min(B, npages - first))
-                else:
-                    chunk = self._collect(index + first, min(B, npages - first))
-                    self._decompress_parts(chunk)
+            W = self._READ_WINDOW
+            for first in range(0, npages, W):
+                count = min(W, npages - first)
+                with self._lock:
+                    win = self._locate(index + first, count)
+                    try:
+                        chunk = self._read_located(win, 0, count)
+                    finally:
+                        win.release()
                 if out is None:
                     parts += chunk
-                else:  # one copy per chunk: cheaper than a view per page
+                else:  # one copy per window: cheaper than a view per page
                     pos = first * PAGE_SIZE
-                    out[pos:pos + len(chunk) * PAGE_SIZE] = b"".join(chunk)
-            if out is not None:
-                return None
+                    out[pos:pos + count * PAGE_SIZE] = b"".join(chunk)
+        if out is not None:
+            return None
         return parts[0] if npages == 1 else b"".join(parts)
 
-    def _collect(self, index: int, count: int) -> list:
-        """Copy out slots ``index..index+count`` under the lock (the read side of
-        ``zram_read_page``): a page (bytes) for same-filled, huge, written-back
-        and empty slots, a ``(data, priority)`` pair for a compressed object."""
-        read = self.pool._read_sized_locked
-        th, tf = self._handle, self._flags
-        ac = self._actime
-        now = self._timer() - self._t0 if ac is not None else 0.0
-        parts: list = []
-        with self._lock:
-            for idx in range(index, index + count):
-                f = tf[idx]
-                h = th[idx]
-                if f & (_SAME | _WB | _HUGE) or not h:
-                    parts.append(self._read_special(idx, f, h))
-                else:
-                    parts.append((read(h, f & _SIZE_MASK), (f & _PRIO_MASK) >> _PRIO_SHIFT))
-                if f & (_IDLE | _PP):
-                    tf[idx] = f & ~(_IDLE | _PP)
-                if ac is not None and (f or h):
-                    ac[idx] = now
-        return parts
+    def _locate(self, index: int, count: int) -> _Window:
+        """The read side of ``zram_read_page`` for slots ``index..index+count``
+        in one numpy pass (lock held, until the window is released): clears
+        their idle and post-processing marks, stamps their access time, and
+        finds where each object of the primary codec is
+        (``Pool._locate_locked``).  Other slots (same-filled, huge, written
+        back, recompressed, empty) are read one by one later."""
+        f = np.frombuffer(self._flags, dtype=np.uint32, count=count, offset=index * 4)
+        h = np.frombuffer(self._handle, dtype=np.uint64, count=count, offset=index * 8)
+        plain = ((f & _NOT_PLAIN) == 0) & (h != 0)
+        n = (f[plain] & _SIZE_MASK).astype(np.int64)
+        a, n1, b = self.pool._locate_locked(h[plain], n)
+        if self._actime is not None:
+            ac = np.frombuffer(self._actime, dtype=np.float32, count=count, offset=index * 4)
+            ac[(f != 0) | (h != 0)] = self._timer() - self._t0
+        if (f & (_IDLE | _PP)).any():
+            f &= ~np.uint32(_IDLE | _PP)
+        jof = np.cumsum(plain) - plain
+        return _Window(index, plain.tolist(), jof.tolist(), a.tolist(), n1.tolist(), b.tolist(),
+                       n.tolist(), self.pool._mm)
 
-    def _read_direct(self, index: int, count: int) -> list:
-        """Pages ``index..index+count`` decompressed under the lock, each
-        object straight from the arena where its codec takes a buffer (as
-        ``zram_read_page`` decompresses under the slot lock): no copy of the
-        object first.  The in-process read path for lz4, zstd and deflate."""
-        pool = self.pool
-        read_with, read = pool._read_sized_with_locked, pool._read_sized_locked
-        comps = self._comps
-        dec = [c.decompress_page if c is not None else None for c in comps]
-        views = [c is not None and c.takes_views for c in comps]
-        th, tf = self._handle, self._flags
-        ac = self._actime
-        now = self._timer() - self._t0 if ac is not None else 0.0
+    def _read_located(self, win: _Window, k0: int, k1: int) -> list:
+        """Pages ``k0..k1`` of a located window, decompressed (lock held,
+        as ``zram_read_page`` decompresses under the slot lock): straight
+        from the arena where the codec takes a buffer (lz4, zstd, deflate),
+        from one copy where it does not (lzo)."""
+        codec = self._comps[0]
+        dec = codec.decompress_page
+        src = win.view if codec.takes_views else win.mm
+        mm = win.mm
+        plain, al, n1l, bl, nl = win.plain, win.a, win.n1, win.b, win.n
+        j = win.jof[k0] if k0 < len(win.jof) else 0
         pages: list = []
-        with self._lock:
-            view = memoryview(pool._mm)
-            try:
-                for idx in range(index, index + count):
-                    f = tf[idx]
-                    h = th[idx]
-                    if f & (_SAME | _WB | _HUGE) or not h:
-                        pages.append(self._read_special(idx, f, h))
-                    else:
-                        prio = (f & _PRIO_MASK) >> _PRIO_SHIFT
-                        try:
-                            if views[prio]:
-                                page = read_with(h, f & _SIZE_MASK, view, dec[prio])
-                            else:
-                                page = dec[prio](read(h, f & _SIZE_MASK))
-                        except self._codec_errors as exc:
-                            self._failed_reads += 1
-                            raise DecompressionError(
-                                f"{self.name}: a page does not decompress: {exc}") from exc
-                        if len(page) != PAGE_SIZE:
-                            self._failed_reads += 1
-                            raise DecompressionError(
-                                f"{self.name}: a page decompressed to {len(page)} bytes, "
-                                f"expected {PAGE_SIZE}")
-                        pages.append(page)
-                    if f & (_IDLE | _PP):
-                        tf[idx] = f & ~(_IDLE | _PP)
-                    if ac is not None and (f or h):
-                        ac[idx] = now
-            finally:
-                view.release()
-        return pages
-
-    def _collect_into(self, index: int, count: int, buf, meta) -> tuple[list, int]:
-        """``_collect`` for a codec worker: each compressed object is copied
-        straight into ``buf`` (back to back; ``meta[2k]`` its offset,
-        ``meta[2k + 1]`` its length | priority << 32) and stands as None in
-        the parts; returns the parts and the number of objects."""
-        read_into = self.pool._read_sized_into_locked
-        th, tf = self._handle, self._flags
-        ac = self._actime
-        now = self._timer() - self._t0 if ac is not None else 0.0
-        parts: list = []
-        off = k = 0
-        with self._lock:
-            view = memoryview(self.pool._mm)
-            try:
-                for idx in range(index, index + count):
-                    f = tf[idx]
-                    h = th[idx]
-                    if f & (_SAME | _WB | _HUGE) or not h:
-                        parts.append(self._read_special(idx, f, h))
-                    else:
-                        n = f & _SIZE_MASK
-                        read_into(h, n, view, buf, off)
-                        meta[2 * k] = off
-                        meta[2 * k + 1] = n | ((f & _PRIO_MASK) >> _PRIO_SHIFT) << 32
-                        off += n
-                        k += 1
-                        parts.append(None)
-                    if f & (_IDLE | _PP):
-                        tf[idx] = f & ~(_IDLE | _PP)
-                    if ac is not None and (f or h):
-                        ac[idx] = now
-            finally:
-                view.release()
-        return parts, k
-
-    def _decompress_parts(self, parts: list) -> None:
-        """Replace each ``(data, priority)`` in ``parts`` by its decompressed page."""
-        comps = self._comps
-        primary = comps[0].decompress_page
-        errors = self._codec_errors
-        for k, part in enumerate(parts):
-            if type(part) is bytes:
+        append = pages.append
+        for k in range(k0, k1):
+            if not plain[k]:
+                append(self._read_slot_page(win.index + k, counted=True))
                 continue
-            data, prio = part
+            a = al[j]
+            n = nl[j]
+            n1 = n1l[j]
             try:
-                page = comps[prio].decompress_page(data) if prio else primary(data)
-            except errors as exc:
+                if n1 == n:
+                    page = dec(src[a:a + n])
+                else:
+                    b = bl[j]
+                    page = dec(mm[a:a + n1] + mm[b:b + n - n1])
+            except self._codec_errors as exc:
                 self._failed_reads += 1
                 raise DecompressionError(f"{self.name}: a page does not decompress: {exc}") from exc
+            j += 1
             if len(page) != PAGE_SIZE:
                 self._failed_reads += 1
                 raise DecompressionError(f"{self.name}: a page decompressed to {len(page)} bytes, "
                                          f"expected {PAGE_SIZE}")
-            parts[k] = page
+            append(page)
+        return pages
+
+    def _objects_into(self, win: _Window, k0: int, k1: int, buf, meta) -> tuple[list, int]:
+        """For a codec worker: pages ``k0..k1`` of a located window, each
+        object copied straight into ``buf`` (back to back; ``meta[2i]`` its
+        offset, ``meta[2i + 1]`` its length), where the parts have None;
+        other slots are read here (their page in the parts).  Lock held.
+        Returns the parts and the number of objects."""
+        view = win.view
+        plain, al, n1l, bl, nl = win.plain, win.a, win.n1, win.b, win.n
+        j = win.jof[k0] if k0 < len(win.jof) else 0
+        parts: list = []
+        append = parts.append
+        off = i = 0
+        for k in range(k0, k1):
+            if not plain[k]:
+                append(self._read_slot_page(win.index + k, counted=True))
+                continue
+            a = al[j]
+            n = nl[j]
+            n1 = n1l[j]
+            if n1 == n:
+                buf[off:off + n] = view[a:a + n]
+            else:
+                b = bl[j]
+                buf[off:off + n1] = view[a:a + n1]
+                buf[off + n1:off + n] = view[b:b + n - n1]
+            meta[2 * i] = off
+            meta[2 * i + 1] = n
+            off += n
+            i += 1
+            j += 1
+            append(None)
+        return parts, i
 
     def _read_special(self, idx: int, f: int, h: int) -> bytes:
         """A same-filled, huge, written-back or empty slot (lock held)."""
@@ -737,14 +725,21 @@ class Zram:
                 raise
         return self.pool._read_sized_locked(h, PAGE_SIZE)
 
-    def _read_slot_page(self, idx: int) -> bytes:
-        """Decompressed content of one slot (lock held; used by partial I/O and post-processing)."""
+    def _read_slot_page(self, idx: int, counted: bool = False) -> bytes:
+        """Decompressed content of one slot (lock held; used by partial I/O,
+        post-processing and, with ``counted`` (a failure is a failed read),
+        the read paths' uncommon slots)."""
         f = self._flags[idx]
         h = self._handle[idx]
         if f & (_SAME | _WB | _HUGE) or not h:
             return self._read_special(idx, f, h)
         raw = self.pool._read_sized_locked(h, f & _SIZE_MASK)
-        return self._comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress(raw)
+        try:
+            return self._comps[(f & _PRIO_MASK) >> _PRIO_SHIFT].decompress(raw)
+        except DecompressionError:
+            if counted:
+                self._failed_reads += 1
+            raise
 
     def _write_partial(self, index: int, head: int, data: bytes) -> None:
         """Read-modify-write of part of one page (zram's partial I/O)."""
