@@ -1265,6 +1265,61 @@ def test_concurrent_writers_readers_and_compaction():
         assert m.orig_data_size == sum(dev.slot_info(i)["allocated"] for i in range(dev.nr_pages)) * PAGE
 
 
+@pytest.mark.parametrize("algo", ["lzo", "lz4"])
+def test_concurrent_batched_io_through_workers_with_compaction(algo):
+    """Threads writing and reading many pages per call (the codec-worker
+    paths, and the in-process ones when the workers are busy), discarding,
+    and a compactor: every read matches the thread's model."""
+    nthreads, per = 2, 200
+    with Zram(nthreads * per * PAGE, algo, workers=1) as dev:
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def worker(t: int) -> None:
+            try:
+                r = random.Random(t)
+                base = t * per
+                model = [bytes(PAGE)] * per
+                for _ in range(40):
+                    first = r.randrange(per - 64)
+                    count = r.randint(64, per - first)
+                    op = r.random()
+                    if op < 0.5:
+                        new = [comp_page(r.randrange(1 << 30), r.randint(1, 3900)) if r.random() < 0.9
+                               else same_page(r.randbytes(8)) for _ in range(count)]
+                        dev.write((base + first) * PAGE, b"".join(new))
+                        model[first:first + count] = new
+                    elif op < 0.6:
+                        dev.discard((base + first) * PAGE, count * PAGE)
+                        model[first:first + count] = [bytes(PAGE)] * count
+                    elif op < 0.8:
+                        got = dev.read((base + first) * PAGE, count * PAGE)
+                        assert got == b"".join(model[first:first + count])
+                    else:
+                        buf = bytearray(count * PAGE)
+                        dev.read_into((base + first) * PAGE, buf)
+                        assert buf == b"".join(model[first:first + count])
+                assert dev.read(base * PAGE, per * PAGE) == b"".join(model)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        def compactor() -> None:
+            while not stop.is_set():
+                dev.compact()
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+        c = threading.Thread(target=compactor)
+        c.start()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        stop.set()
+        c.join()
+        assert not errors, errors[0]
+        dev.pool._check_invariants()
+
+
 def test_post_processing_takes_largest_objects_first(tmp_path):
     with Zram(8 * PAGE, "lzo", recomp_algorithms={1: "zstd"}, backing_dev=tmp_path / "bd") as dev:
         pages = [comp_page(0, 500), text_page(1), rand_page(2), comp_page(3, 1500)]
