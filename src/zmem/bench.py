@@ -273,12 +273,16 @@ def bench_zram(data: bytes, algorithms=("lzo", "lz4"), *, kernel: bool = True,
             if kdev is not None:
                 kdev.close()
         r: dict = {"mb_s": {k: mb / _median(v) for k, v in t.items()}, "ratios": {}}
+        r["spread"] = {}
         for w in workers:
             rr = r["ratios"][w] = {}
+            sp = r["spread"][w] = {}
             for op, base in (("write", "bare_compress"), ("read", "bare_decompress"),
                              ("write", "kernel_write"), ("read", "kernel_read")):
                 if base in t:
-                    rr[f"{op}/{base}"] = _median([b / a for a, b in zip(t[f"{op}_{w}"], t[base])])
+                    per_run = [b / a for a, b in zip(t[f"{op}_{w}"], t[base])]
+                    rr[f"{op}/{base}"] = _median(per_run)
+                    sp[f"{op}/{base}"] = (min(per_run), max(per_run))
         # memory: RSS growth of one device written once, against what it reports
         gc.collect()
         rss0 = rss_bytes()
@@ -326,6 +330,13 @@ def format_zram(r: dict) -> str:
                 f"{rr['write/bare_compress']:6.2f} {rr['read/bare_decompress']:6.2f}   "
                 + (f"{rr['write/kernel_write']:8.2f} {rr['read/kernel_read']:8.2f}"
                    if "write/kernel_write" in rr else f"{'n/a':>8} {'n/a':>8}"))
+    if any("write/kernel_write" in rr for a in r["algorithms"].values() for rr in a["ratios"].values()):
+        lines.append("  against the kernel, lowest and highest of the runs:")
+        for name, a in r["algorithms"].items():
+            for w, sp in a["spread"].items():
+                if "write/kernel_write" in sp:
+                    (wl, wh), (rl, rh) = sp["write/kernel_write"], sp["read/kernel_read"]
+                    lines.append(f"  {name:6} {w:>7}   write {wl:.2f}-{wh:.2f}   read {rl:.2f}-{rh:.2f}")
     lines.append("  reference MB/s (same runs):")
     for name, a in r["algorithms"].items():
         m = a["mb_s"]
