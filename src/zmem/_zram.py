@@ -19,8 +19,10 @@ content is freed: that order decides which zspages empty out, and so
 ``mem_used_total``.  A write refused by the limit leaves the slot as it was.
 
 Locking: the device uses its pool's lock for the slot table too (the pool
-belongs to the device, as in the kernel).  Compression and decompression run
-outside it; a slot's content is copied out or in under it.
+belongs to the device, as in the kernel).  Compression runs outside it, and
+a batch of compressed pages is committed under one hold.  Reads hold it for
+a window of pages, locate every object in one numpy pass and decompress
+them in place, as ``zram_read_page`` decompresses under the slot lock.
 """
 
 from __future__ import annotations
