@@ -896,45 +896,7 @@ class Pool(PoolBase):
             b = frame_next[pfn] << PAGE_SHIFT
             return mm[a:a + n1] + mm[b:b + n - n1]
 
-        def read_sized_into_locked(handle: int, n: int, view, out, pos: int) -> None:
-            """As read_sized_locked, into ``out[pos:pos + n]``; ``view`` is a
-            memoryview of the arena that the caller releases before it drops
-            the lock (the arena cannot grow while a view is exported)."""
-            obj = hobj[handle & _SLOT_MASK]
-            c = cls_of_size[n]
-            pfn = obj >> OBJ_INDEX_BITS
-            off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
-            if not c.huge:
-                off += ZS_HANDLE_SIZE
-            a = (pfn << PAGE_SHIFT) + off
-            if off + n <= PAGE_SIZE:
-                out[pos:pos + n] = view[a:a + n]
-            else:
-                n1 = PAGE_SIZE - off
-                b = frame_next[pfn] << PAGE_SHIFT
-                out[pos:pos + n1] = view[a:a + n1]
-                out[pos + n1:pos + n] = view[b:b + n - n1]
-
-        def read_sized_with_locked(handle: int, n: int, view, fn):
-            """``fn(object)`` for a live ``handle`` of ``n`` bytes, the object
-            passed as a slice of ``view`` (the arena, as above) when it lies in
-            one frame: a codec that takes a buffer decompresses it in place."""
-            obj = hobj[handle & _SLOT_MASK]
-            c = cls_of_size[n]
-            pfn = obj >> OBJ_INDEX_BITS
-            off = ((obj & OBJ_INDEX_MASK) * c.size) & PAGE_MASK
-            if not c.huge:
-                off += ZS_HANDLE_SIZE
-            a = (pfn << PAGE_SHIFT) + off
-            if off + n <= PAGE_SIZE:
-                return fn(view[a:a + n])
-            n1 = PAGE_SIZE - off
-            b = frame_next[pfn] << PAGE_SHIFT
-            return fn(mm[a:a + n1] + mm[b:b + n - n1])
-
         self._store_locked = store_locked
-        self._read_sized_into_locked = read_sized_into_locked
-        self._read_sized_with_locked = read_sized_with_locked
         self._free_locked = free_locked
         self._read_locked = read_locked
         self._read_sized_locked = read_sized_locked
