@@ -18,7 +18,10 @@ or ("err", index, message).  A pipe round trip costs about 100 us on this
 virtual machine when the worker sleeps, 30 us when it is awake, against
 about 200 us of work in a batch, so:
 
-* a worker spins for a moment (``_SPIN``) before it sleeps on the pipe;
+* a worker spins for a moment (``_SPIN``) before it sleeps on the pipe, when
+  there is a CPU for each worker and the device's process (spinning on a
+  shared CPU takes it from the process that would send the next batch:
+  two workers on this 2-CPU machine ran at half the speed of one);
 * the device's process never blocks while there is work left: whenever the
   oldest batch out is not back yet, it compresses the next ``STEAL_PAGES``
   pages itself (stealing from the front, so they are committed soon after);
@@ -89,7 +92,7 @@ def _views(mm: mmap.mmap, batch: int) -> list[tuple]:
     return sets
 
 
-def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
+def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN) -> None:
     """Worker loop: compress ("C") or decompress ("D") one batch per message."""
     compress = comps[0].compress
     fast = [c.decompress_page if c is not None else None for c in comps]
@@ -97,7 +100,7 @@ def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
     while True:
         # spin a little before sleeping: the next batch usually follows
         # within a batch's time, and a wake-up costs ~50 us on a VM
-        deadline = _now() + _SPIN
+        deadline = _now() + spin
         while not poll() and _now() < deadline:
             pass
         try:
@@ -139,10 +142,11 @@ def _serve(conn: Connection, sets: list[tuple], comps: list) -> None:
 
 
 def _worker_main(argv: list[str]) -> None:
-    """Entry point of ``python -m zmem._workers RFD WFD SHMFD BATCH``."""
+    """Entry point of ``python -m zmem._workers RFD WFD SHMFD BATCH SPIN``."""
     from ._compress import get_codec
 
-    rfd, wfd, shmfd, batch = (int(x) for x in argv)
+    rfd, wfd, shmfd, batch = (int(x) for x in argv[:4])
+    spin = float(argv[4])
     conn_in, conn_out = Connection(rfd, writable=False), Connection(wfd, readable=False)
     codecs = conn_in.recv()
     comps = [get_codec(*a) if a else None for a in codecs]
@@ -155,13 +159,13 @@ def _worker_main(argv: list[str]) -> None:
         send = conn_out.send
         poll = conn_in.poll
 
-    _serve(_Duplex(), _views(mm, batch), comps)  # type: ignore[arg-type]
+    _serve(_Duplex(), _views(mm, batch), comps, spin)  # type: ignore[arg-type]
 
 
 class _Worker:
     """One codec process and the memfd it shares with the device's process."""
 
-    def __init__(self, codecs: list, batch: int) -> None:
+    def __init__(self, codecs: list, batch: int, spin: float) -> None:
         _, total = _layout(batch)
         self.shmfd = os.memfd_create("zmem-codec")
         os.ftruncate(self.shmfd, total)
@@ -173,7 +177,8 @@ class _Worker:
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_parent, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zmem._workers", str(p2c_r), str(c2p_w), str(self.shmfd), str(batch)],
+            [sys.executable, "-m", "zmem._workers", str(p2c_r), str(c2p_w), str(self.shmfd), str(batch),
+             repr(spin)],
             pass_fds=(p2c_r, c2p_w, self.shmfd), env=env, stdin=subprocess.DEVNULL)
         os.close(p2c_r)
         os.close(c2p_w)
@@ -235,7 +240,8 @@ class CodecWorkers:
         self.write_ratio = WRITE_RATIO
         self.min_pages = min_pages
         codecs = [(c.name, c.level, c.dictionary, c.winbits) if c is not None else None for c in comps]
-        self._workers = [_Worker(codecs, batch) for _ in range(nworkers)]
+        spin = _SPIN if nworkers + 1 <= (os.cpu_count() or 1) else 0.0
+        self._workers = [_Worker(codecs, batch, spin) for _ in range(nworkers)]
         try:
             for w in self._workers:
                 w.wait_ready()
