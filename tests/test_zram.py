@@ -1220,11 +1220,33 @@ def test_reset_releases_backing_blocks(wb):
     assert wb.read(0, 5 * PAGE) == b"".join(pages)
 
 
+def _run_with_compactor(dev, worker, nthreads: int, errors: list) -> None:
+    """Run ``worker(t)`` in ``nthreads`` threads while another compacts the
+    device in a loop; then no thread may have failed and the pool must be
+    consistent."""
+    stop = threading.Event()
+
+    def compactor() -> None:
+        while not stop.is_set():
+            dev.compact()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+    c = threading.Thread(target=compactor)
+    c.start()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    stop.set()
+    c.join()
+    assert not errors, errors[0]
+    dev.pool._check_invariants()
+
+
 def test_concurrent_writers_readers_and_compaction():
     nthreads, per = 2, 64
     with Zram(nthreads * per * PAGE, "lzo") as dev:
         errors: list[BaseException] = []
-        stop = threading.Event()
 
         def worker(t: int) -> None:
             try:
@@ -1246,21 +1268,7 @@ def test_concurrent_writers_readers_and_compaction():
             except BaseException as e:  # pragma: no cover - reported below
                 errors.append(e)
 
-        def compactor() -> None:
-            while not stop.is_set():
-                dev.compact()
-
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
-        c = threading.Thread(target=compactor)
-        c.start()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        stop.set()
-        c.join()
-        assert not errors, errors[0]
-        dev.pool._check_invariants()
+        _run_with_compactor(dev, worker, nthreads, errors)
         m = dev.mm_stat()
         assert m.orig_data_size == sum(dev.slot_info(i)["allocated"] for i in range(dev.nr_pages)) * PAGE
 
@@ -1273,7 +1281,6 @@ def test_concurrent_batched_io_through_workers_with_compaction(algo):
     nthreads, per = 2, 200
     with Zram(nthreads * per * PAGE, algo, workers=1) as dev:
         errors: list[BaseException] = []
-        stop = threading.Event()
 
         def worker(t: int) -> None:
             try:
@@ -1303,21 +1310,7 @@ def test_concurrent_batched_io_through_workers_with_compaction(algo):
             except BaseException as e:  # pragma: no cover - reported below
                 errors.append(e)
 
-        def compactor() -> None:
-            while not stop.is_set():
-                dev.compact()
-
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
-        c = threading.Thread(target=compactor)
-        c.start()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        stop.set()
-        c.join()
-        assert not errors, errors[0]
-        dev.pool._check_invariants()
+        _run_with_compactor(dev, worker, nthreads, errors)
 
 
 def test_post_processing_takes_largest_objects_first(tmp_path):
