@@ -1445,3 +1445,44 @@ def test_codec_workers_share_shrinks_towards_the_end():
             n = cw._share(left, queued)
             assert n == 0 or 8 <= n <= min(left, 32)
             assert queued + n <= max(queued, left - n)
+
+
+def test_codec_worker_failure_raises_and_does_not_wait_again():
+    """A worker that answers a batch with an error: the write raises a
+    ZmemError at once (no wait for a reply that will never come), and the
+    batches still out are drained."""
+    from zmem import ZmemError
+    from zmem._workers import _SETS, CodecWorkers, _views
+
+    class FakeWorker:
+        def __init__(self) -> None:
+            import mmap
+
+            from zmem._workers import _layout
+
+            self.mm = mmap.mmap(-1, _layout(32)[1])
+            self.sets = _views(self.mm, 32)
+            self.sent: list = []
+            self.replies = 0
+
+        def send(self, msg) -> None:
+            self.sent.append(msg)
+
+        def poll(self) -> bool:
+            return True
+
+        def recv(self):
+            self.replies += 1
+            if self.replies > len(self.sent):
+                raise AssertionError("waited for a reply that was never asked for")
+            return ("err", 3, "ValueError: boom") if self.replies == 1 else ("ok",)
+
+    cw = CodecWorkers.__new__(CodecWorkers)
+    cw.batch, cw.steal, cw.write_ratio, cw.min_pages = 32, 8, 2.0, 64
+    fake = FakeWorker()
+    cw._workers = [fake]
+    with Zram(256 * PAGE, "lzo") as dev:
+        with pytest.raises(ZmemError, match="boom"):
+            cw.write_pages(dev, 0, b"".join(text_page(i) for i in range(256)), 256)
+        assert fake.replies == len(fake.sent) == _SETS  # every batch sent got its one reply
+        assert dev.mm_stat().orig_data_size == 0  # nothing was committed

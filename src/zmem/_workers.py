@@ -307,9 +307,11 @@ class CodecWorkers:
                         n = min(S, npages - front)
                         units.append((front, n, None, compress_pages(compress, data, front, n)))
                         front += n
-                    self._wait(w)
+                    # off the list before the reply is read: a failed batch
+                    # has answered, and must not be waited for again
                     units.popleft()
                     queued -= count
+                    self._wait(w)
                     self._commit(zram, index + first, count, w.sets[x])
                     free_sets.append((w, x))
                 else:
