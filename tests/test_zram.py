@@ -1486,3 +1486,30 @@ def test_codec_worker_failure_raises_and_does_not_wait_again():
             cw.write_pages(dev, 0, b"".join(text_page(i) for i in range(256)), 256)
         assert fake.replies == len(fake.sent) == _SETS  # every batch sent got its one reply
         assert dev.mm_stat().orig_data_size == 0  # nothing was committed
+
+
+@pytest.mark.parametrize("algo", ["lzo", "lz4"])
+def test_a_dead_codec_worker_is_survived(algo):
+    """Kill the worker: the next large write and read warn, finish in process
+    with the right data, and the device goes on without workers."""
+    pages = [text_page(i) if i % 5 else rand_page(i) for i in range(300)]
+    data = b"".join(pages)
+    with Zram(300 * PAGE, algo, workers=1) as dev:
+        dev.write(0, data)
+        proc = dev._workers._workers[0].proc
+        proc.kill()
+        proc.wait()
+        if algo == "lzo":  # lzo reads go through the worker too
+            with pytest.warns(RuntimeWarning, match="codec worker"):
+                assert dev.read(0, len(data)) == data
+            dev.write(0, data[::-1])
+        else:
+            with pytest.warns(RuntimeWarning, match="codec worker"):
+                dev.write(0, data[::-1])
+        assert dev._workers is None
+        assert dev.read(0, len(data)) == data[::-1]
+        buf = bytearray(len(data))
+        dev.read_into(0, buf)
+        assert buf == data[::-1]
+        assert dev.mm_stat().orig_data_size == len(data)
+        dev.pool._check_invariants()

@@ -51,7 +51,12 @@ from ._classes import PAGE_SIZE
 from ._errors import DecompressionError, ZmemError
 from ._zram import compress_pages
 
-__all__ = ["CodecWorkers"]
+__all__ = ["CodecWorkers", "WorkerDiedError"]
+
+
+class WorkerDiedError(ZmemError):
+    """A codec worker process is gone (killed, or out of memory); the device
+    carries on without workers."""
 
 BATCH_PAGES = 32
 #: pages the device's process compresses at a time while a worker's batch is not back
@@ -264,11 +269,18 @@ class CodecWorkers:
             self._workers = []
 
     @staticmethod
+    def _send(w: _Worker, msg: tuple) -> None:
+        try:
+            w.send(msg)
+        except (OSError, ValueError):  # broken pipe, or closed
+            raise WorkerDiedError("a codec worker process died") from None
+
+    @staticmethod
     def _wait(w: _Worker) -> None:
         try:
             reply = w.recv()
         except (EOFError, OSError):
-            raise ZmemError("a codec worker process died") from None
+            raise WorkerDiedError("a codec worker process died") from None
         if reply[0] != "ok":
             raise ZmemError(f"codec worker failed at batch item {reply[1]}: {reply[2]}")
 
@@ -291,7 +303,7 @@ class CodecWorkers:
                     w, b = free_sets.popleft()
                     queued += count
                     w.sets[b][0][:count * PAGE_SIZE] = data[front * PAGE_SIZE:(front + count) * PAGE_SIZE]
-                    w.send(("C", b, count))
+                    self._send(w, ("C", b, count))
                     units.append((front, count, w, b))
                     front += count
                 if not units:  # too little left to hand out: do it here
@@ -393,7 +405,7 @@ class CodecWorkers:
                     w, b = free_sets.popleft()
                     inb, _, meta, _ = w.sets[b]
                     parts, k = objects_into(win, front, front + count, inb, meta)
-                    w.send(("D", b, k))
+                    self._send(w, ("D", b, k))
                     units.append((front, parts, w, b))
                     front += count
                     queued += count

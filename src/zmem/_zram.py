@@ -33,6 +33,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from array import array
 from collections.abc import Callable, Mapping
 
@@ -494,12 +495,28 @@ class Zram:
     def _write_pages(self, index: int, data: bytes, npages: int) -> None:
         workers = self._workers
         if workers is not None and npages >= workers.min_pages and workers.try_acquire():
+            from ._workers import WorkerDiedError
+
             try:
                 workers.write_pages(self, index, data, npages)
+                return
+            except WorkerDiedError as exc:
+                died = exc
             finally:
                 workers.release()
-            return
+            # the pages committed so far hold this write's data already;
+            # writing them again in process leaves the device as one write
+            self._lose_workers(workers, died)
         self._write_pages_local(index, data, npages)
+
+    def _lose_workers(self, workers, exc: BaseException) -> None:
+        """A codec worker died: warn, stop the rest, go on in process."""
+        if self._workers is not workers:
+            return  # another thread did it
+        self._workers = None
+        warnings.warn(f"{self.name}: {exc}; continuing without codec workers",
+                      RuntimeWarning, stacklevel=4)
+        workers.close()
 
     #: pages compressed and then committed together by the in-process write path
     _WRITE_BATCH = 32
@@ -599,26 +616,33 @@ class Zram:
         workers = self._workers
         if (workers is not None and self._worker_reads and npages >= workers.min_pages
                 and workers.try_acquire()):
+            from ._workers import WorkerDiedError
+
+            died = None
             try:
-                parts = workers.read_pages(self, index, npages, out)
+                pages = workers.read_pages(self, index, npages, out)
+            except WorkerDiedError as exc:
+                died = exc
             finally:
                 workers.release()
-        else:
-            parts = []
-            W = self._READ_WINDOW
-            for first in range(0, npages, W):
-                count = min(W, npages - first)
-                with self._lock:
-                    win = self._locate(index + first, count)
-                    try:
-                        chunk = self._read_located(win, 0, count)
-                    finally:
-                        win.release()
-                if out is None:
-                    parts += chunk
-                else:  # one copy per window: cheaper than a view per page
-                    pos = first * PAGE_SIZE
-                    out[pos:pos + count * PAGE_SIZE] = b"".join(chunk)
+            if died is None:
+                return None if out is not None else b"".join(pages)
+            self._lose_workers(workers, died)  # and read it all again here
+        parts = []
+        W = self._READ_WINDOW
+        for first in range(0, npages, W):
+            count = min(W, npages - first)
+            with self._lock:
+                win = self._locate(index + first, count)
+                try:
+                    chunk = self._read_located(win, 0, count)
+                finally:
+                    win.release()
+            if out is None:
+                parts += chunk
+            else:  # one copy per window: cheaper than a view per page
+                pos = first * PAGE_SIZE
+                out[pos:pos + count * PAGE_SIZE] = b"".join(chunk)
         if out is not None:
             return None
         return parts[0] if npages == 1 else b"".join(parts)
