@@ -1429,22 +1429,33 @@ def test_read_into_any_range_and_bad_range(workers):
         assert buf == b"\x01" * 2 * PAGE  # untouched
 
 
-def test_codec_workers_share_shrinks_towards_the_end():
-    from zmem._workers import CodecWorkers
+def test_codec_workers_share_balances_by_measured_rates():
+    from zmem._workers import CodecWorkers, _Rates
 
     cw = CodecWorkers.__new__(CodecWorkers)  # the policy alone, no processes
-    cw.batch, cw.steal = 32, 8
-    assert cw._share(1000, 64) == 32
-    assert cw._share(64, 0) == 32
-    assert cw._share(64, 32) == 16  # the queue stays within what is left here
-    assert cw._share(40, 32) == 0
-    assert cw._share(20, 0) == 10
-    assert cw._share(15, 0) == 0  # less than a steal's worth: done here
+    cw.batch, cw.steal, cw._workers = 32, 8, [None]
+    even = _Rates(worker=5.0, here=5.0, finish=0.0)
+    assert cw._share(1000, 64, 64, even) == 32
+    assert cw._share(64, 0, 0, even) == 32  # half of what is left
+    assert cw._share(40, 0, 0, even) == 20
+    assert cw._share(64, 32, 32, even) == 16  # the queue counts against the worker
+    assert cw._share(12, 0, 0, even) == 0  # less than a steal's worth: done here
+    # committing here costs time too: the worker gets more
+    busy = _Rates(worker=5.0, here=5.0, finish=5.0)
+    assert cw._share(40, 0, 40, busy) == 32
+    # a slow worker gets less; two workers share the queue
+    slow = _Rates(worker=15.0, here=5.0, finish=0.0)
+    assert cw._share(40, 0, 0, slow) == 10
+    cw._workers = [None, None]
+    assert cw._share(40, 0, 0, slow) == 16
     for left in range(1, 300):
         for queued in (0, 8, 32, 96):
-            n = cw._share(left, queued)
+            n = cw._share(left, queued, queued, busy)
             assert n == 0 or 8 <= n <= min(left, 32)
-            assert queued + n <= max(queued, left - n)
+    r = _Rates(worker=10.0, here=1.0, finish=1.0)
+    for _ in range(40):
+        r.worker.add(64e-6, 32)  # 2 us per page
+    assert abs(r.worker.us - 2.0) < 0.01
 
 
 def test_codec_worker_failure_raises_and_does_not_wait_again():
@@ -1452,7 +1463,7 @@ def test_codec_worker_failure_raises_and_does_not_wait_again():
     ZmemError at once (no wait for a reply that will never come), and the
     batches still out are drained."""
     from zmem import ZmemError
-    from zmem._workers import _SETS, CodecWorkers, _views
+    from zmem._workers import _SETS, CodecWorkers, _Rates, _views
 
     class FakeWorker:
         def __init__(self) -> None:
@@ -1475,10 +1486,11 @@ def test_codec_worker_failure_raises_and_does_not_wait_again():
             self.replies += 1
             if self.replies > len(self.sent):
                 raise AssertionError("waited for a reply that was never asked for")
-            return ("err", 3, "ValueError: boom") if self.replies == 1 else ("ok",)
+            return ("err", 3, "ValueError: boom") if self.replies == 1 else ("ok", 1e-4)
 
     cw = CodecWorkers.__new__(CodecWorkers)
-    cw.batch, cw.steal, cw.write_ratio, cw.min_pages = 32, 8, 2.0, 64
+    cw.batch, cw.steal, cw.min_pages = 32, 8, 64
+    cw.write_rates = _Rates(worker=7.0, here=6.5, finish=2.5)
     fake = FakeWorker()
     cw._workers = [fake]
     with Zram(256 * PAGE, "lzo") as dev:

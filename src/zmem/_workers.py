@@ -25,8 +25,9 @@ about 200 us of work in a batch, so:
 * the device's process never blocks while there is work left: whenever the
   oldest batch out is not back yet, it compresses the next ``STEAL_PAGES``
   pages itself (stealing from the front, so they are committed soon after);
-* towards the end of a call a worker gets half of what is left rather than
-  a whole batch, so both finish together.
+* a worker is handed only as many pages as make both sides finish
+  together, by the per-page times measured so far (``_Rates``): towards
+  the end of a call that is less than a batch.
 
 Pages are committed strictly in page order either way, so allocation order
 (and ``mm_stat``) is the same as without workers.  Large reads work the
@@ -61,9 +62,6 @@ class WorkerDiedError(ZmemError):
 BATCH_PAGES = 32
 #: pages the device's process compresses at a time while a worker's batch is not back
 STEAL_PAGES = 8
-#: for a write, a page this process compresses and commits takes about this
-#: many times one a worker compresses (which this process only commits)
-WRITE_RATIO = 2.0
 #: Room for one compressed page: lzo's worst case is 4096 + 4096/16 + 64 + 3.
 _OUT_STRIDE = 4480
 _SAME = -1
@@ -114,6 +112,7 @@ def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN
             return
         if msg[0] == "Q":
             return
+        t0 = _now()
         kind, b, count = msg
         inb, outb, meta, words = sets[b]
         k = 0
@@ -126,7 +125,7 @@ def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN
                     if len(page) != PAGE_SIZE:
                         raise ValueError(f"decompressed to {len(page)} bytes, expected {PAGE_SIZE}")
                     outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = page
-                conn.send(("ok",))
+                conn.send(("ok", _now() - t0))
                 continue
             for k in range(count):
                 p = bytes(inb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE])
@@ -141,7 +140,7 @@ def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN
                 if n <= _OUT_STRIDE:
                     o = k * _OUT_STRIDE
                     outb[o:o + n] = c
-            conn.send(("ok",))
+            conn.send(("ok", _now() - t0))
         except Exception as exc:  # reported to the parent, which raises
             conn.send(("err", k, f"{type(exc).__name__}: {exc}"))
 
@@ -165,6 +164,30 @@ def _worker_main(argv: list[str]) -> None:
         poll = conn_in.poll
 
     _serve(_Duplex(), _views(mm, batch), comps, spin)  # type: ignore[arg-type]
+
+
+class _Rate:
+    """A moving average of microseconds per page for one kind of work."""
+
+    __slots__ = ("us",)
+
+    def __init__(self, us: float) -> None:
+        self.us = us
+
+    def add(self, seconds: float, pages: int) -> None:
+        if pages:
+            self.us += 0.25 * (seconds * 1e6 / pages - self.us)
+
+
+class _Rates:
+    """Per-page times of a pipeline: in a worker, done here, and finishing
+    (committing or copying out) here; they start at what this machine
+    measured with lzo and follow the device's codec and the machine."""
+
+    __slots__ = ("worker", "here", "finish")
+
+    def __init__(self, worker: float, here: float, finish: float) -> None:
+        self.worker, self.here, self.finish = _Rate(worker), _Rate(here), _Rate(finish)
 
 
 class _Worker:
@@ -242,7 +265,8 @@ class CodecWorkers:
             raise ValueError(f"workers must be >= 1, got {nworkers}")
         self.batch = batch
         self.steal = STEAL_PAGES
-        self.write_ratio = WRITE_RATIO
+        self.write_rates = _Rates(worker=7.0, here=6.5, finish=2.5)
+        self.read_rates = _Rates(worker=4.5, here=4.6, finish=1.0)
         self.min_pages = min_pages
         codecs = [(c.name, c.level, c.dictionary, c.winbits) if c is not None else None for c in comps]
         spin = _SPIN if nworkers + 1 <= (os.cpu_count() or 1) else 0.0
@@ -276,28 +300,41 @@ class CodecWorkers:
             raise WorkerDiedError("a codec worker process died") from None
 
     @staticmethod
-    def _wait(w: _Worker) -> None:
+    def _wait(w: _Worker) -> float:
+        """The reply to the oldest batch sent to ``w``: the seconds it took there."""
         try:
             reply = w.recv()
         except (EOFError, OSError):
             raise WorkerDiedError("a codec worker process died") from None
         if reply[0] != "ok":
             raise ZmemError(f"codec worker failed at batch item {reply[1]}: {reply[2]}")
+        return reply[1]
 
     def write_pages(self, zram, index: int, data: bytes, npages: int) -> None:
         """Compress batches in the workers and here, commit all in page order."""
         S = self.steal
+        rates = self.write_rates
         free_sets = deque((w, b) for b in range(_SETS) for w in self._workers)
         # work handed out, in page order: (first, count, worker, buffer set)
         # for a worker's batch, (first, count, None, objs) for pages done here
         units: deque = deque()
         front = 0  # pages [front, npages) are not handed out yet
+        done = 0  # pages [0, done) are committed
         queued = 0  # pages handed to workers and not back yet
         compress = zram._comps[0].compress
+        commit = zram._commit_batch
+
+        def here(n: int) -> None:
+            nonlocal front
+            t = _now()
+            units.append((front, n, None, compress_pages(compress, data, front, n)))
+            rates.here.add(_now() - t, n)
+            front += n
+
         try:
             while units or front < npages:
                 while front < npages and free_sets:  # keep the workers fed
-                    count = self._share(npages - front, queued, self.write_ratio)
+                    count = self._share(npages - front, queued, front - done, rates)
                     if not count:
                         break
                     w, b = free_sets.popleft()
@@ -306,29 +343,30 @@ class CodecWorkers:
                     self._send(w, ("C", b, count))
                     units.append((front, count, w, b))
                     front += count
-                if not units:  # too little left to hand out: do it here
-                    n = min(S, npages - front)
-                    units.append((front, n, None, compress_pages(compress, data, front, n)))
-                    front += n
+                if not units:  # too little left to hand out
+                    here(min(S, npages - front))
                 first, count, w, x = units[0]
                 if w is not None:
-                    # while the oldest batch is not back, compress the next few
-                    # pages here: a small steal, committed soon after, keeps
-                    # both processes busy to the end of the call
-                    while front < npages and not w.poll():
-                        n = min(S, npages - front)
-                        units.append((front, n, None, compress_pages(compress, data, front, n)))
-                        front += n
+                    if front < npages and not w.poll():
+                        # the oldest batch is not back: compress the next
+                        # few pages here, then look again (and feed the
+                        # workers first, if it is their turn)
+                        here(min(S, npages - front))
+                        continue
                     # off the list before the reply is read: a failed batch
                     # has answered, and must not be waited for again
                     units.popleft()
                     queued -= count
-                    self._wait(w)
+                    rates.worker.add(self._wait(w), count)
+                    t = _now()
                     self._commit(zram, index + first, count, w.sets[x])
                     free_sets.append((w, x))
                 else:
                     units.popleft()
-                    zram._commit_batch(index + first, x, data, first * PAGE_SIZE)
+                    t = _now()
+                    commit(index + first, x, data, first * PAGE_SIZE)
+                rates.finish.add(_now() - t, count)
+                done = first + count
         finally:
             self._drain([(w, x) for _, _, w, x in units if w is not None])
 
@@ -365,6 +403,7 @@ class CodecWorkers:
         units: deque = deque()
         front = 0
         queued = 0
+        rates = self.read_rates
         read_here, objects_into = zram._read_located, zram._objects_into
 
         def emit(first: int, parts: list, outb) -> None:
@@ -396,23 +435,30 @@ class CodecWorkers:
             else:
                 out[pos:pos + run * PAGE_SIZE] = src
 
+        def here(n: int) -> None:
+            nonlocal front
+            t = _now()
+            units.append((front, read_here(win, front, front + n), None, None))
+            rates.here.add(_now() - t, n)
+            front += n
+
         try:
             while units or front < npages:
                 while front < npages and free_sets:
-                    count = self._share(npages - front, queued)
+                    count = self._share(npages - front, queued, queued, rates)
                     if not count:
                         break
                     w, b = free_sets.popleft()
                     inb, _, meta, _ = w.sets[b]
+                    t = _now()
                     parts, k = objects_into(win, front, front + count, inb, meta)
+                    rates.finish.add(_now() - t, count)
                     self._send(w, ("D", b, k))
                     units.append((front, parts, w, b))
                     front += count
                     queued += count
-                if not units:  # too little left to hand out: do it here
-                    n = min(S, npages - front)
-                    units.append((front, read_here(win, front, front + n), None, None))
-                    front += n
+                if not units:  # too little left to hand out
+                    here(min(S, npages - front))
                 first, parts, w, b = units[0]
                 if w is None:  # pages done here: all bytes, one copy
                     units.popleft()
@@ -422,14 +468,13 @@ class CodecWorkers:
                         pos = base + first * PAGE_SIZE
                         out[pos:pos + len(parts) * PAGE_SIZE] = b"".join(parts)
                     continue
-                while front < npages and not w.poll():
-                    n = min(S, npages - front)
-                    units.append((front, read_here(win, front, front + n), None, None))
-                    front += n
+                if front < npages and not w.poll():
+                    here(min(S, npages - front))  # and look again
+                    continue
                 units.popleft()
                 queued -= len(parts)
                 try:
-                    self._wait(w)
+                    rates.worker.add(self._wait(w), len(parts))
                 except ZmemError as exc:
                     zram._failed_reads += 1
                     raise DecompressionError(f"{zram.name}: {exc}") from None
@@ -438,19 +483,24 @@ class CodecWorkers:
         finally:
             self._drain([(w, b) for _, _, w, b in units if w is not None])
 
-    def _share(self, left: int, queued: int, ratio: float = 1.0) -> int:
+    def _share(self, left: int, queued: int, pending: int, rates: _Rates) -> int:
         """Pages to hand a worker next, of ``left`` not handed out yet, when
-        ``queued`` pages are already out with workers.
+        ``queued`` pages are out with workers and ``pending`` pages handed
+        out (by either side) are not finished here yet.
 
-        At most a batch, and no more than keeps the workers' queue within
-        what this process has left to do itself (``queued + n <= ratio *
-        (left - n)``; ``ratio`` is how much longer a page takes here than
-        in a worker, counting what this process does for the worker's pages
-        too): a call then ends with both processes finishing together rather
-        than this one waiting on a long queue.  Less than a steal's worth is
-        not worth the trip.
+        As many as make both sides finish together, by the per-page times
+        measured so far: the workers' queue, with the ``n`` new pages, takes
+        ``(queued + n) * worker / nworkers``; this process must finish the
+        ``pending`` pages and the ``n`` (``finish`` each) and do the rest
+        itself (``here + finish`` each).  At most a batch; less than a
+        steal's worth is not worth the trip.  A timeline of 1 MiB writes
+        showed why it matters: with whole batches to the end, a worker sat
+        idle for the last fifth of each call while this process caught up.
         """
-        n = min(self.batch, int((ratio * left - queued) / (1.0 + ratio)))
+        cw = rates.worker.us / len(self._workers)
+        ch, cf = rates.here.us, rates.finish.us
+        n = (pending * cf + left * (ch + cf) - queued * cw) / (cw + ch)
+        n = min(self.batch, left, int(n))
         return n if n >= self.steal else 0
 
     @staticmethod
