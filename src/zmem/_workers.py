@@ -323,6 +323,7 @@ class CodecWorkers:
         queued = 0  # pages handed to workers and not back yet
         compress = zram._comps[0].compress
         commit = zram._commit_batch
+        view = memoryview(data)  # slices of bytes would be copies
 
         def here(n: int) -> None:
             nonlocal front
@@ -339,7 +340,7 @@ class CodecWorkers:
                         break
                     w, b = free_sets.popleft()
                     queued += count
-                    w.sets[b][0][:count * PAGE_SIZE] = data[front * PAGE_SIZE:(front + count) * PAGE_SIZE]
+                    w.sets[b][0][:count * PAGE_SIZE] = view[front * PAGE_SIZE:(front + count) * PAGE_SIZE]
                     self._send(w, ("C", b, count))
                     units.append((front, count, w, b))
                     front += count
@@ -369,6 +370,7 @@ class CodecWorkers:
                 done = first + count
         finally:
             self._drain([(w, x) for _, _, w, x in units if w is not None])
+            view.release()
 
     #: pages read under one hold of the device's lock
     READ_WINDOW = 1024
