@@ -13,8 +13,8 @@ Per worker there are ``_SETS`` shared-memory buffer sets in one memfd, each:
   ``meta``   int64 per page: compressed length, or -1 for a same-filled page
   ``words``  uint64 per page: the fill word of a same-filled page
 
-Messages on a pipe are tiny tuples ("C", buffer, count) answered by ("ok",)
-or ("err", index, message).  A pipe round trip costs about 100 us on this
+Messages on a pipe are tiny tuples ("C" or "D", buffer set, count) answered
+by ("ok", seconds the batch took there) or ("err", index, message).  A pipe round trip costs about 100 us on this
 virtual machine when the worker sleeps, 30 us when it is awake, against
 about 200 us of work in a batch, so:
 
