@@ -29,6 +29,7 @@ Not thread-safe by itself: the owning pool serialises access.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from array import array
 
@@ -56,6 +57,10 @@ class Arena:
             self._capacity = min(self._capacity, max_frames) or 1
         self.mm = mmap.mmap(-1, self._capacity << PAGE_SHIFT,
                             flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # frames are 4 KiB pages: a transparent huge page (THP "always")
+        # would make RSS move 2 MiB at a time and split on every free
+        with contextlib.suppress(AttributeError, OSError):
+            self.mm.madvise(mmap.MADV_NOHUGEPAGE)
         self._free = array("i")  # LIFO of freed pfns
         self._top = 0  # frames [0, _top) have been handed out at least once
         self._populated = 0  # frames [_top, _populated) are faulted in ahead
