@@ -6,11 +6,12 @@ import random
 
 import pytest
 
-from zmem import Pool, PoolBase, get_codec
+from zmem import Pool, get_codec
 from zmem._cleancache import MAX_POOL_ID, Cleancache
 from zmem._compress import Codec
 from zmem._corpus import corpus_names, load_corpus
-from zmem._errors import DecompressionError, InvalidHandleError
+from zmem._errors import DecompressionError
+from zmem.testing import DictPool
 
 PAGE = 4096
 
@@ -225,38 +226,6 @@ def test_decompress_failure_is_a_miss(pages, exclusive) -> None:
     st = cc.stats()
     assert st.decompress_fail == 1 and st.misses == 1 and st.stored_pages == 0
     check(cc)
-
-
-class DictPool(PoolBase):
-    name = "dictpool"
-
-    def __init__(self) -> None:
-        self._objs: dict[int, bytes] = {}
-        self._next = 1
-
-    def malloc(self, size):
-        self._next += 1
-        self._objs[self._next] = bytes(size)
-        return self._next
-
-    def free(self, handle):
-        if self._objs.pop(handle, None) is None:
-            raise InvalidHandleError(handle)
-
-    def write(self, handle, data):
-        self._objs[handle] = bytes(data) + self._objs[handle][len(data):]
-
-    def read(self, handle, length=None):
-        return self._objs[handle][:length]
-
-    def read_into(self, handle, buf, length=None):
-        d = self.read(handle, length)
-        memoryview(buf)[:len(d)] = d
-        return len(d)
-
-    @property
-    def total_pages(self):
-        return len(self._objs)
 
 
 def test_works_on_any_poolbase(pages) -> None:

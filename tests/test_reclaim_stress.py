@@ -70,6 +70,12 @@ class Harness:
         self.threads.append(t)
         t.start()
 
+    def compact_loop(self, pool) -> None:
+        """Compact the pool over and over until the run stops."""
+        while not self.stop.is_set():
+            pool.compact()
+            time.sleep(0.002)
+
     def count(self, n: int) -> None:
         with self._ops_lock:
             self.ops += n
@@ -138,11 +144,6 @@ def zswap_stress(seconds: float, *, reclaim: str, policy: str, exclusive: bool,
                 h.count(256)
         h.count(n % 256)
 
-    def compactor() -> None:
-        while not h.stop.is_set():
-            pool.compact()
-            time.sleep(0.002)
-
     def reclaimer() -> None:
         rnd = random.Random(seed + 99)
         while not h.stop.is_set():
@@ -159,7 +160,7 @@ def zswap_stress(seconds: float, *, reclaim: str, policy: str, exclusive: bool,
 
     for w in range(nworkers):
         h.spawn(work, w)
-    h.spawn(compactor)
+    h.spawn(h.compact_loop, pool)
     h.spawn(reclaimer)
     try:
         h.run_for(seconds)
@@ -226,11 +227,6 @@ def cleancache_stress(seconds: float, *, reclaim: str, exclusive: bool, nworkers
                 h.count(256)
         h.count(n % 256)
 
-    def compactor() -> None:
-        while not h.stop.is_set():
-            pool.compact()
-            time.sleep(0.002)
-
     def shrinker() -> None:
         rnd = random.Random(seed + 7)
         while not h.stop.is_set():
@@ -239,7 +235,7 @@ def cleancache_stress(seconds: float, *, reclaim: str, exclusive: bool, nworkers
 
     for w in range(nworkers):
         h.spawn(work, w)
-    h.spawn(compactor)
+    h.spawn(h.compact_loop, pool)
     h.spawn(shrinker)
     try:
         h.run_for(seconds)

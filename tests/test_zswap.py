@@ -7,13 +7,11 @@ import random
 
 import pytest
 
-from zmem import Pool, PoolBase, get_codec
+from zmem import Pool, get_codec
 from zmem._compress import Codec
 from zmem._corpus import corpus_names, load_corpus
 from zmem._errors import (
     DecompressionError,
-    InvalidHandleError,
-    ObjectTooLargeError,
     OutOfRangeError,
     ZmemError,
 )
@@ -32,6 +30,7 @@ from zmem._zswap import (
     IdHash,
     Zswap,
 )
+from zmem.testing import DictPool
 
 PAGE = 4096
 
@@ -339,47 +338,8 @@ def test_decompress_failure_keeps_the_entry(pages) -> None:
 # any PoolBase
 
 
-class DictPool(PoolBase):
-    """A minimal allocator with a zbud-sized maximum (3968 bytes): one page per object."""
-
-    name = "dictpool"
-    max_alloc_size = PAGE - 128
-
-    def __init__(self) -> None:
-        self._objs: dict[int, bytearray] = {}
-        self._next = 1
-
-    def malloc(self, size):
-        if size > self.max_alloc_size:
-            raise ObjectTooLargeError(f"{size} > {self.max_alloc_size}")
-        h = self._next
-        self._next += 1
-        self._objs[h] = bytearray(size)
-        return h
-
-    def free(self, handle):
-        if self._objs.pop(handle, None) is None:
-            raise InvalidHandleError(handle)
-
-    def write(self, handle, data):
-        self._objs[handle][:len(data)] = data
-
-    def read(self, handle, length=None):
-        o = self._objs[handle]
-        return bytes(o if length is None else o[:length])
-
-    def read_into(self, handle, buf, length=None):
-        d = self.read(handle, length)
-        memoryview(buf)[:len(d)] = d
-        return len(d)
-
-    @property
-    def total_pages(self):
-        return len(self._objs)
-
-
 def test_works_on_any_poolbase(pages) -> None:
-    zs = make(100, pool=DictPool(), max_pool_percent=10)
+    zs = make(100, pool=DictPool(max_alloc_size=PAGE - 128), max_pool_percent=10)
     for i in range(40):
         zs.swap_out(i, pages[i])
     assert zs.pool.total_pages <= zs.max_pages
@@ -388,11 +348,11 @@ def test_works_on_any_poolbase(pages) -> None:
         assert zs.load(i) == pages[i]
     check(zs)
     # an as-is page does not fit a 3968-byte allocator: zs_malloc's -ENOSPC
-    zs = make(pool=DictPool())
+    zs = make(pool=DictPool(max_alloc_size=PAGE - 128))
     assert zs.store(99, random_page(0)) is False
     assert zs.stats().reject_compress_poor == 1
     with pytest.raises(ValueError):
-        make(pool=DictPool(), reclaim="zspage")
+        make(pool=DictPool(max_alloc_size=PAGE - 128), reclaim="zspage")
 
 
 # ---------------------------------------------------------------------------

@@ -389,12 +389,8 @@ class CodecWorkers:
         W = self.READ_WINDOW
         for first in range(0, npages, W):
             count = min(W, npages - first)
-            with zram._lock:
-                win = zram._locate(index + first, count)
-                try:
-                    self._read_window(zram, win, count, pages, out, first * PAGE_SIZE)
-                finally:
-                    win.release()
+            with zram._located(index + first, count) as win:
+                self._read_window(zram, win, count, pages, out, first * PAGE_SIZE)
         return pages if out is None else None
 
     def _read_window(self, zram, win, npages: int, pages: list, out, base: int) -> None:

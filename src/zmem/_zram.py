@@ -632,12 +632,8 @@ class Zram:
         W = self._READ_WINDOW
         for first in range(0, npages, W):
             count = min(W, npages - first)
-            with self._lock:
-                win = self._locate(index + first, count)
-                try:
-                    chunk = self._read_located(win, 0, count)
-                finally:
-                    win.release()
+            with self._located(index + first, count) as win:
+                chunk = self._read_located(win, 0, count)
             if out is None:
                 parts += chunk
             else:  # one copy per window: cheaper than a view per page
@@ -646,6 +642,16 @@ class Zram:
         if out is not None:
             return None
         return parts[0] if npages == 1 else b"".join(parts)
+
+    @contextlib.contextmanager
+    def _located(self, index: int, count: int):
+        """Hold the lock over a window of slots located by ``_locate``."""
+        with self._lock:
+            win = self._locate(index, count)
+            try:
+                yield win
+            finally:
+                win.release()
 
     def _locate(self, index: int, count: int) -> _Window:
         """The read side of ``zram_read_page`` for slots ``index..index+count``

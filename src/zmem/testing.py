@@ -89,6 +89,7 @@ from ._errors import (
 from ._pool import PoolBase
 
 __all__ = [
+    "DictPool",
     "PoolStateMachine",
     "PoolTests",
     "assert_pool_matches",
@@ -185,6 +186,54 @@ def _handle_calls(pool: PoolBase, handle) -> list:
         return pool.free_many([handle])
 
     return [read, write, read_into, free, free_many]
+
+
+def _assert_handle_refused(pool: PoolBase, handle) -> None:
+    """Every entry point that takes a handle raises InvalidHandleError (a KeyError) for it."""
+    for call in _handle_calls(pool, handle):
+        with pytest.raises(InvalidHandleError) as exc:
+            call()
+        assert isinstance(exc.value, KeyError)
+
+
+class DictPool(PoolBase):
+    """A minimal allocator over a dict, one page per object: for testing a
+    front-end (zswap, cleancache) on a pool that is not zsmalloc."""
+
+    name = "dictpool"
+
+    def __init__(self, max_alloc_size: int = PAGE_SIZE) -> None:
+        self.max_alloc_size = max_alloc_size
+        self._objs: dict[int, bytearray] = {}
+        self._next = 1
+
+    def malloc(self, size: int) -> int:
+        if size > self.max_alloc_size:
+            raise ObjectTooLargeError(f"{size} > {self.max_alloc_size}")
+        h = self._next
+        self._next += 1
+        self._objs[h] = bytearray(size)
+        return h
+
+    def free(self, handle: int) -> None:
+        if self._objs.pop(handle, None) is None:
+            raise InvalidHandleError(handle)
+
+    def write(self, handle: int, data) -> None:
+        self._objs[handle][:len(data)] = data
+
+    def read(self, handle: int, length: int | None = None) -> bytes:
+        o = self._objs[handle]
+        return bytes(o if length is None else o[:length])
+
+    def read_into(self, handle: int, buf, length: int | None = None) -> int:
+        d = self.read(handle, length)
+        memoryview(buf)[:len(d)] = d
+        return len(d)
+
+    @property
+    def total_pages(self) -> int:
+        return len(self._objs)
 
 
 # ----------------------------------------------------------------------
@@ -494,20 +543,14 @@ class PoolTests:
         pool, model = stored
         for bad in self._unused_handles(model):
             assert bad not in model
-            for call in _handle_calls(pool, bad):
-                with pytest.raises(InvalidHandleError) as exc:
-                    call()
-                assert isinstance(exc.value, KeyError)
+            _assert_handle_refused(pool, bad)
         assert_pool_matches(pool, model)
 
     def test_non_int_handles(self, stored):
         pool, model = stored
         h = next(iter(model))
         for bad in (float(h), str(h), None, (h,), b"\x01"):
-            for call in _handle_calls(pool, bad):
-                with pytest.raises(InvalidHandleError) as exc:
-                    call()
-                assert isinstance(exc.value, KeyError)
+            _assert_handle_refused(pool, bad)
         assert_pool_matches(pool, model)
 
     def test_freed_handle(self, stored):
@@ -517,10 +560,7 @@ class PoolTests:
             pool.free(h)
             del model[h]
         for h in victims:
-            for call in _handle_calls(pool, h):
-                with pytest.raises(InvalidHandleError) as exc:
-                    call()
-                assert isinstance(exc.value, KeyError)
+            _assert_handle_refused(pool, h)
         assert_pool_matches(pool, model)
 
     def test_double_free(self, stored):
