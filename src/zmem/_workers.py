@@ -153,6 +153,8 @@ def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN
     """Worker loop: compress ("C") or decompress ("D") one batch per message."""
     compress = comps[0].compress
     fast = [c.decompress_page if c is not None else None for c in comps]
+    # a codec that takes a view reads the object where the device put it
+    views = [c is not None and c.takes_views for c in comps]
     poll = conn.poll
     while True:
         # spin a little before sleeping: the next batch usually follows
@@ -175,7 +177,8 @@ def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN
                 for k in range(count):
                     off = meta[2 * k]
                     ln = meta[2 * k + 1]
-                    page = fast[ln >> 32](bytes(inb[off:off + (ln & 0xFFFFFFFF)]))
+                    obj = inb[off:off + (ln & 0xFFFFFFFF)]
+                    page = fast[ln >> 32](obj if views[ln >> 32] else bytes(obj))
                     if len(page) != PAGE_SIZE:
                         raise ValueError(f"decompressed to {len(page)} bytes, expected {PAGE_SIZE}")
                     outb[k * PAGE_SIZE:(k + 1) * PAGE_SIZE] = page

@@ -293,11 +293,10 @@ class Zram:
         self._limit_pages = 0
         self.mem_limit = mem_limit
         self._zero_stats()
-        # large reads go through the workers too where decompression is slow
-        # enough to pay for the trip (lzo: 1.2-1.3x of in-process reads);
-        # lz4 decompresses a page in 1.5 us, and there the two paths measured
-        # within the machine's noise of each other
-        self._worker_reads = self._comps[0].name not in ("lz4", "lz4hc")
+        # large reads go through the workers too: 1.4x in-process reads with
+        # lzo, 1.15x with lz4 (which decompresses a page in 1.5 us, and was
+        # slower through workers while their messages were pickled)
+        self._worker_reads = True
         if workers:
             from ._workers import CodecWorkers
 
