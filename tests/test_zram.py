@@ -1338,7 +1338,8 @@ def _corrupt(dev: Zram, index: int) -> None:
     dev.pool.write(dev._handle[index], b"\xff" * size)
 
 
-@pytest.mark.parametrize("algo,workers", [("lzo", 0), ("lzo", 2), ("lz4", 0), ("zstd", 0), ("zstd", 1)])
+@pytest.mark.parametrize("algo,workers", [("lzo", 0), ("lzo", 2), ("lz4", 0), ("lz4", 1), ("zstd", 0),
+                                          ("zstd", 1)])
 def test_corrupt_object_read_fails_and_counts_failed_reads(algo, workers):
     pages = [text_page(i) for i in range(80)]
     with Zram(80 * PAGE, algo, workers=workers) as dev:
@@ -1456,6 +1457,44 @@ def test_codec_workers_share_balances_by_measured_rates():
     for _ in range(40):
         r.worker.add(64e-6, 32)  # 2 us per page
     assert abs(r.worker.us - 2.0) < 0.01
+
+
+def test_codec_worker_messages_round_trip():
+    """The fixed-size messages between the device and a worker: commands,
+    replies, and an error whose text is long and not ASCII."""
+    import os
+
+    from zmem._workers import _Channel
+
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        device, worker = _Channel(r2, w1), _Channel(r1, w2)
+        assert not worker.poll()
+        device.send(("C", 2, 32))
+        device.send(("D", 0, 17))
+        device.send(("Q",))
+        assert worker.poll()
+        assert worker.recv_command() == ("C", 2, 32)
+        assert worker.recv_command() == ("D", 0, 17)
+        assert worker.recv_command()[0] == "Q"
+        assert not device.poll()
+        worker.send(("ok", 0.00025))
+        text = "DecompressionError: \u00e9 " + "x" * 6000
+        worker.send(("err", 5, text[:40]))
+        worker.send(("err", 6, text))
+        assert device.recv() == ("ok", 0.00025)
+        assert device.recv() == ("err", 5, text[:40])
+        kind, k, got = device.recv()  # cut to one atomic pipe write
+        assert (kind, k) == ("err", 6) and text.startswith(got) and 4000 < len(got) < 4096
+        os.close(w2)
+        w2 = -1
+        with pytest.raises(EOFError):
+            device.recv()  # the worker is gone
+    finally:
+        for fd in (r1, w1, r2, w2):
+            if fd >= 0:
+                os.close(fd)
 
 
 def test_codec_worker_failure_raises_and_does_not_wait_again():

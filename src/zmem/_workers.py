@@ -133,7 +133,8 @@ class _Channel:
         if msg[0] == "ok":
             os.write(self.wfd, _REPLY.pack(0, 0, msg[1], 0))
         elif msg[0] == "err":
-            text = msg[2].encode("utf-8", "replace")
+            # one message, one atomic write: at most PIPE_BUF bytes
+            text = msg[2].encode("utf-8", "replace")[:select.PIPE_BUF - _REPLY.size]
             os.write(self.wfd, _REPLY.pack(1, msg[1], 0.0, len(text)) + text)
         else:
             os.write(self.wfd, _CMD.pack(msg[0].encode(), *(msg[1:] or (0, 0))))
