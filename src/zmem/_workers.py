@@ -150,7 +150,7 @@ class _Channel:
         return ("err", k, _read_exact(self.rfd, n).decode("utf-8", "replace") if n else "")
 
 
-def _serve(conn: Connection, sets: list[tuple], comps: list, spin: float = _SPIN) -> None:
+def _serve(conn: _Channel, sets: list[tuple], comps: list, spin: float = _SPIN) -> None:
     """Worker loop: compress ("C") or decompress ("D") one batch per message."""
     compress = comps[0].compress
     fast = [c.decompress_page if c is not None else None for c in comps]
@@ -215,7 +215,7 @@ def _worker_main(argv: list[str]) -> None:
     _, total = _layout(batch)
     mm = mmap.mmap(shmfd, total)
     conn_out.send(("ready",))
-    _serve(_Channel(rfd, wfd), _views(mm, batch), comps, spin)  # type: ignore[arg-type]
+    _serve(_Channel(rfd, wfd), _views(mm, batch), comps, spin)
 
 
 class _Rate:

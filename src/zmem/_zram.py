@@ -293,10 +293,6 @@ class Zram:
         self._limit_pages = 0
         self.mem_limit = mem_limit
         self._zero_stats()
-        # large reads go through the workers too: 1.4x in-process reads with
-        # lzo, 1.15x with lz4 (which decompresses a page in 1.5 us, and was
-        # slower through workers while their messages were pickled)
-        self._worker_reads = True
         if workers:
             from ._workers import CodecWorkers
 
@@ -613,8 +609,10 @@ class Zram:
         of ``npages`` pages) and returns None.
         """
         workers = self._workers
-        if (workers is not None and self._worker_reads and npages >= workers.min_pages
-                and workers.try_acquire()):
+        # large reads go through the workers: 1.4x in-process reads with lzo,
+        # 1.15x with lz4 (which decompresses a page in 1.5 us, and was slower
+        # through workers while their messages were pickled)
+        if workers is not None and npages >= workers.min_pages and workers.try_acquire():
             from ._workers import WorkerDiedError
 
             died = None
